@@ -1,0 +1,57 @@
+//! Shared set-up for the runnable examples.
+//!
+//! Every example runs on the embedded local back ends by default (nothing to
+//! install), or, with `--use-env`, on whatever the standard AWS configuration
+//! points at: real AWS, or local endpoints given by `AWS_ENDPOINT_URL_*`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use integration_tests::LocalAws;
+
+/// Where an example's AWS calls go.
+pub struct Backend {
+    /// The configuration every client is built from.
+    pub sdk_config: SdkConfig,
+    /// The embedded back ends, kept alive while the example runs; `None` with
+    /// `--use-env`.
+    pub local: Option<LocalAws>,
+}
+
+impl Backend {
+    /// Embedded back ends, unless the command line has `--use-env`, in which
+    /// case the standard AWS configuration chain (environment, profile, ...)
+    /// is loaded.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// let backend = examples::Backend::from_args().await?;
+    /// let kinesis = aws_sdk_kinesis::Client::new(&backend.sdk_config);
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_args() -> anyhow::Result<Self> {
+        if std::env::args().any(|arg| arg == "--use-env") {
+            let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            return Ok(Self { sdk_config, local: None });
+        }
+        let local = LocalAws::start().await?;
+        Ok(Self { sdk_config: local.sdk_config().clone(), local: Some(local) })
+    }
+
+    /// A short description for the example's output.
+    pub fn describe(&self) -> String {
+        match &self.local {
+            Some(local) => format!("embedded back ends (Kinesis at {})", local.endpoints().kinesis),
+            None => "the standard AWS configuration (--use-env)".to_owned(),
+        }
+    }
+}
+
+/// Installs a `tracing` subscriber that honours `RUST_LOG` (default `warn`).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+}

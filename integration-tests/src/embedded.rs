@@ -1,0 +1,236 @@
+//! The embedded back ends: Kinesis, S3 and DynamoDB inside this process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use aws_config::SdkConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Endpoints, Error};
+
+/// Options for [`LocalAws`].
+#[derive(Debug, Clone)]
+pub struct LocalAwsOptions {
+    /// Enforce the real per-shard write limits (1 MiB/s and 1,000 records/s)
+    /// in the embedded Kinesis, answering ProvisionedThroughputExceeded.
+    /// Default: false.
+    pub enforce_kinesis_limits: bool,
+    /// Shard iterator time to live in seconds. Default: 300, as AWS.
+    pub iterator_ttl_seconds: u64,
+    /// Maximum number of open shards across all streams. Default: 1,000.
+    pub shard_limit: u32,
+}
+
+impl Default for LocalAwsOptions {
+    fn default() -> Self {
+        Self { enforce_kinesis_limits: false, iterator_ttl_seconds: 300, shard_limit: 1000 }
+    }
+}
+
+/// Kinesis (ferrokinesis), S3 (s3s-fs, in a temporary directory) and DynamoDB
+/// (dynoxide, in memory), each served on its own ephemeral loopback port by
+/// tasks of the current tokio runtime. Dropping it (or
+/// [`shutdown`](Self::shutdown)) stops the servers and deletes the S3 files.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), integration_tests::Error> {
+/// let aws = integration_tests::LocalAws::start().await?;
+/// let kinesis = aws_sdk_kinesis::Client::new(aws.sdk_config());
+/// kinesis.list_streams().send().await.ok();
+/// aws.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct LocalAws {
+    endpoints: Endpoints,
+    sdk_config: SdkConfig,
+    kinesis_store: ferrokinesis::store::Store,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    s3_root: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for LocalAws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAws").field("endpoints", &self.endpoints).finish_non_exhaustive()
+    }
+}
+
+impl LocalAws {
+    /// Starts the three back ends with default options.
+    pub async fn start() -> Result<Self, Error> {
+        Self::start_with(LocalAwsOptions::default()).await
+    }
+
+    /// Starts the three back ends.
+    pub async fn start_with(options: LocalAwsOptions) -> Result<Self, Error> {
+        let (shutdown, signal) = watch::channel(false);
+        let mut servers = Vec::new();
+
+        let (kinesis_addr, kinesis_store, task) = start_kinesis(&options, signal.clone()).await?;
+        servers.push(task);
+
+        let s3_root = tempfile::Builder::new()
+            .prefix("local-s3-")
+            .tempdir()
+            .map_err(|source| Error::Io { what: "creating the S3 directory", source })?;
+        let (s3_addr, task) = start_s3(s3_root.path(), signal.clone()).await?;
+        servers.push(task);
+
+        let (dynamodb_addr, task) = start_dynamodb(signal).await?;
+        servers.push(task);
+
+        let endpoints = Endpoints {
+            kinesis: format!("http://{kinesis_addr}"),
+            s3: format!("http://{s3_addr}"),
+            dynamodb: format!("http://{dynamodb_addr}"),
+        };
+        let sdk_config = endpoints.sdk_config();
+        tracing::debug!(?endpoints, "embedded AWS back ends started");
+        Ok(Self { endpoints, sdk_config, kinesis_store, shutdown, servers, s3_root })
+    }
+
+    /// The configuration to build any AWS client from.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk_config
+    }
+
+    /// The endpoint URLs (for child processes, see [`Endpoints::env_vars`]).
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// A Kinesis client.
+    pub fn kinesis_client(&self) -> aws_sdk_kinesis::Client {
+        aws_sdk_kinesis::Client::new(&self.sdk_config)
+    }
+
+    /// A DynamoDB client.
+    pub fn dynamodb_client(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config)
+    }
+
+    /// An S3 client with path-style addressing (needed by every local S3).
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        s3_client(&self.sdk_config)
+    }
+
+    /// The embedded Kinesis' store, for tests that inspect it directly.
+    pub fn kinesis_store(&self) -> &ferrokinesis::store::Store {
+        &self.kinesis_store
+    }
+
+    /// Where the embedded S3 keeps its objects.
+    pub fn s3_root(&self) -> &Path {
+        self.s3_root.path()
+    }
+
+    /// Stops the servers and waits for them to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for server in std::mem::take(&mut self.servers) {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for LocalAws {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+/// An S3 client for `sdk_config` with path-style addressing.
+pub fn s3_client(sdk_config: &SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk_config).force_path_style(true).build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn bind(what: &'static str) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| Error::Io { what, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io { what, source })?;
+    Ok((listener, addr))
+}
+
+async fn stopped(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
+}
+
+async fn start_kinesis(
+    options: &LocalAwsOptions,
+    signal: watch::Receiver<bool>,
+) -> Result<(SocketAddr, ferrokinesis::store::Store, JoinHandle<()>), Error> {
+    let (listener, addr) = bind("binding the Kinesis port").await?;
+    let (app, store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
+        create_stream_ms: 0,
+        delete_stream_ms: 0,
+        update_stream_ms: 0,
+        shard_limit: options.shard_limit,
+        iterator_ttl_seconds: options.iterator_ttl_seconds,
+        enforce_limits: options.enforce_kinesis_limits,
+        ..Default::default()
+    });
+    // axum's default 2 MiB body limit would refuse a full 5 MiB PutRecords.
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(7 << 20));
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped(signal)).await {
+            tracing::error!(%error, "embedded Kinesis stopped");
+        }
+    });
+    Ok((addr, store, task))
+}
+
+async fn start_s3(root: &Path, signal: watch::Receiver<bool>) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| Error::Start { service: "S3", message: format!("{e:?}") })?;
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        crate::endpoints::ACCESS_KEY_ID,
+        crate::endpoints::SECRET_ACCESS_KEY,
+    ));
+    let service = builder.build();
+    let (listener, addr) = bind("binding the S3 port").await?;
+    let task = tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stopped(signal));
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(error) => {
+                        tracing::warn!(%error, "embedded S3 accept failed");
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    });
+    Ok((addr, task))
+}
+
+async fn start_dynamodb(signal: watch::Receiver<bool>) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+    let db = dynoxide::Database::memory().map_err(|e| Error::Start { service: "DynamoDB", message: e.to_string() })?;
+    let (listener, addr) = bind("binding the DynamoDB port").await?;
+    let task = tokio::spawn(async move {
+        if let Err(message) = dynoxide::server::serve_with_shutdown(listener, db, stopped(signal)).await {
+            tracing::error!(%message, "embedded DynamoDB stopped");
+        }
+    });
+    Ok((addr, task))
+}

@@ -1,0 +1,114 @@
+//! Uniquely named test resources, created ready to use and deleted after.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::StreamStatus;
+
+use crate::Error;
+
+/// A name no other test (in this process or another) is using: the prefix,
+/// the process id, a per-process counter and a random suffix. Valid as a
+/// stream, table and bucket name (lowercase, digits and dashes).
+///
+/// ```
+/// let a = integration_tests::unique_name("orders");
+/// let b = integration_tests::unique_name("orders");
+/// assert_ne!(a, b);
+/// assert!(a.starts_with("orders-"));
+/// ```
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Creates a stream with `shards` shards and waits until it is ACTIVE.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> Result<(), Error> {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .map_err(|e| Error::aws("CreateStream", e))?;
+    wait_for_stream(client, name).await
+}
+
+/// Waits (up to 60 s) until a stream is ACTIVE.
+pub async fn wait_for_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Result<(), Error> {
+    for _ in 0..600 {
+        let out = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DescribeStreamSummary", e))?;
+        if out.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Error::Timeout(format!("stream {name} to become ACTIVE")))
+}
+
+/// Deletes a stream (and its consumers), ignoring "not found".
+pub async fn delete_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Result<(), Error> {
+    match client
+        .delete_stream()
+        .stream_name(name)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+        Err(e) => Err(Error::aws("DeleteStream", e)),
+    }
+}
+
+/// Creates a bucket.
+pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), Error> {
+    client
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(|e| Error::aws("CreateBucket", e))?;
+    Ok(())
+}
+
+/// Deletes every object of a bucket, then the bucket.
+pub async fn delete_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), Error> {
+    let mut pages = client.list_objects_v2().bucket(name).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws("ListObjectsV2", e))?;
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                client
+                    .delete_object()
+                    .bucket(name)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| Error::aws("DeleteObject", e))?;
+            }
+        }
+    }
+    client
+        .delete_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(|e| Error::aws("DeleteBucket", e))?;
+    Ok(())
+}
+
+/// Deletes a table, ignoring "not found".
+pub async fn delete_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), Error> {
+    match client.delete_table().table_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+        Err(e) => Err(Error::aws("DeleteTable", e)),
+    }
+}

@@ -1,0 +1,137 @@
+//! Reading aggregated records back into user records.
+//!
+//! The rule, as the Java KCL applies it: a Kinesis record is an aggregate only
+//! if it starts with the magic, its trailing MD5 matches the protobuf bytes and
+//! those bytes parse. We are stricter in one way that protects data: an
+//! aggregate whose key-table indexes do not resolve, or that holds no records,
+//! is also treated as a plain record and delivered unchanged, never dropped.
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use prost::Message;
+
+use super::proto::AggregatedRecord;
+use super::{DIGEST_LEN, MAGIC};
+
+/// A user record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeaggregatedRecord {
+    /// The user's partition key.
+    pub partition_key: String,
+    /// The user's explicit hash key, when the producer gave one.
+    pub explicit_hash_key: Option<String>,
+    /// The user's payload.
+    pub data: Bytes,
+    /// Index of this record in its aggregate; `0` for a plain record.
+    pub sub_sequence_number: u64,
+    /// Whether the record came out of an aggregate.
+    pub aggregated: bool,
+}
+
+/// Why a Kinesis record is not treated as an aggregate (it is then delivered
+/// unchanged as one user record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAggregated {
+    /// The data does not start with the aggregation magic.
+    #[error("no aggregation magic")]
+    NoMagic,
+    /// Magic present but too short to hold a digest.
+    #[error("too short for an aggregate")]
+    TooShort,
+    /// The trailing MD5 does not match the protobuf bytes.
+    #[error("MD5 digest mismatch")]
+    DigestMismatch,
+    /// The protobuf bytes do not parse as an `AggregatedRecord`.
+    #[error("protobuf does not parse")]
+    InvalidProtobuf,
+    /// A record points outside the partition key table.
+    #[error("partition key index out of range")]
+    PartitionKeyIndexOutOfRange,
+    /// A record points outside the explicit hash key table.
+    #[error("explicit hash key index out of range")]
+    ExplicitHashKeyIndexOutOfRange,
+    /// The aggregate holds no records.
+    #[error("aggregate holds no records")]
+    Empty,
+}
+
+impl NotAggregated {
+    /// True when the record looked like an aggregate (it had the magic) but
+    /// failed a later check: worth counting, as it usually means corruption.
+    pub fn had_magic(self) -> bool {
+        !matches!(self, NotAggregated::NoMagic)
+    }
+}
+
+/// Decodes an aggregated record into its user records, or says why the bytes
+/// are not an aggregate. Never panics, whatever the input.
+///
+/// ```
+/// use bytes::Bytes;
+/// use kpl::aggregation::{decode_aggregate, NotAggregated};
+///
+/// assert_eq!(decode_aggregate(&Bytes::from_static(b"plain")), Err(NotAggregated::NoMagic));
+/// ```
+pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggregated> {
+    if !data.starts_with(&MAGIC) {
+        return Err(NotAggregated::NoMagic);
+    }
+    if data.len() < MAGIC.len() + DIGEST_LEN {
+        return Err(NotAggregated::TooShort);
+    }
+    let body_end = data.len() - DIGEST_LEN;
+    let body = data.slice(MAGIC.len()..body_end);
+    if Md5::digest(&body).as_slice() != &data[body_end..] {
+        return Err(NotAggregated::DigestMismatch);
+    }
+    let aggregate = AggregatedRecord::decode(body).map_err(|_| NotAggregated::InvalidProtobuf)?;
+    if aggregate.records.is_empty() {
+        return Err(NotAggregated::Empty);
+    }
+    let lookup = |table: &[String], index: u64| usize::try_from(index).ok().and_then(|i| table.get(i)).cloned();
+    aggregate
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let partition_key = lookup(&aggregate.partition_key_table, record.partition_key_index)
+                .ok_or(NotAggregated::PartitionKeyIndexOutOfRange)?;
+            let explicit_hash_key = match record.explicit_hash_key_index {
+                None => None,
+                Some(i) => Some(
+                    lookup(&aggregate.explicit_hash_key_table, i)
+                        .ok_or(NotAggregated::ExplicitHashKeyIndexOutOfRange)?,
+                ),
+            };
+            Ok(DeaggregatedRecord {
+                partition_key,
+                explicit_hash_key,
+                data: record.data,
+                sub_sequence_number: index as u64,
+                aggregated: true,
+            })
+        })
+        .collect()
+}
+
+/// Deaggregates one Kinesis record: its user records if it is a valid
+/// aggregate, else the record itself, unchanged, as the only user record.
+///
+/// ```
+/// use bytes::Bytes;
+/// let users = kpl::aggregation::deaggregate("pk", None, Bytes::from_static(b"plain"));
+/// assert_eq!(users.len(), 1);
+/// assert!(!users[0].aggregated);
+/// ```
+pub fn deaggregate(partition_key: &str, explicit_hash_key: Option<&str>, data: Bytes) -> Vec<DeaggregatedRecord> {
+    match decode_aggregate(&data) {
+        Ok(records) => records,
+        Err(_) => vec![DeaggregatedRecord {
+            partition_key: partition_key.to_owned(),
+            explicit_hash_key: explicit_hash_key.map(str::to_owned),
+            data,
+            sub_sequence_number: 0,
+            aggregated: false,
+        }],
+    }
+}

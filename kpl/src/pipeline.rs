@@ -1,0 +1,661 @@
+//! The producer's core, free of I/O: records in, PutRecords requests out,
+//! responses in, results out. The async driver ([`crate::producer`]) feeds it
+//! and the benchmark drives it directly.
+//!
+//! The path of a user record:
+//!
+//! ```text
+//! add ─► aggregator of its predicted shard ─► shard queue (rate limiter)
+//!     ─► collector of its stream ─► request ─► response ─► result
+//!                       ▲                                     │
+//!                       └──────────── retry (backoff) ◄───────┘
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::aggregation::{AggregateBuilder, KinesisRecord};
+use crate::config::ProducerConfig;
+use crate::error::RecordError;
+use crate::limiter::ShardLimiter;
+use crate::metrics as m;
+use crate::record::{Attempt, AttemptError, UserRecord, UserRecordResult};
+use crate::shard_map::ShardMap;
+
+/// Where a record's result goes.
+pub(crate) type Reply = oneshot::Sender<Result<UserRecordResult, RecordError>>;
+
+/// A user record the producer has accepted and not yet completed.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub record: UserRecord,
+    pub hash_key: u128,
+    pub arrival: Instant,
+    pub expires: Instant,
+    /// When the last attempt ended (or the record arrived).
+    pub since: Instant,
+    pub attempts: Vec<Attempt>,
+    pub reply: Option<Reply>,
+    pub epoch: u64,
+    /// Backpressure permits, released when the record completes.
+    pub _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+/// One Kinesis record on its way: the encoded record and its user records.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub record: KinesisRecord,
+    pub pendings: Vec<Pending>,
+    /// Shard the producer predicted, when it had a shard map.
+    pub shard: Option<Arc<str>>,
+    pub aggregated: bool,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.record.data.len() + self.record.partition_key.len()
+    }
+    fn earliest_expiry(&self) -> Option<Instant> {
+        self.pendings.iter().map(|p| p.expires).min()
+    }
+}
+
+/// A PutRecords call to make.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub stream: Arc<str>,
+    pub entries: Vec<Entry>,
+    pub started: Option<Instant>,
+}
+
+/// What Kinesis answered for one entry.
+#[derive(Debug, Clone)]
+pub(crate) enum EntryOutcome {
+    Put { sequence_number: String, shard_id: String },
+    Failed { code: String, message: String },
+}
+
+/// What became of a whole request.
+#[derive(Debug, Clone)]
+pub(crate) enum RequestOutcome {
+    /// The call returned; one outcome per entry, in order.
+    Entries(Vec<EntryOutcome>),
+    /// The call failed as a whole.
+    Failed { code: String, message: String, retryable: bool },
+}
+
+/// Entry-level error codes that retrying cannot fix.
+const PERMANENT_ENTRY_ERRORS: &[&str] = &[
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSAccessDeniedException",
+    "KMSNotFoundException",
+    "KMSOptInRequired",
+    "AccessDeniedException",
+];
+const THROTTLED: &str = "ProvisionedThroughputExceededException";
+
+#[derive(Debug)]
+struct ShardState {
+    aggregator: AggregateBuilder,
+    pendings: Vec<Pending>,
+    deadline: Option<Instant>,
+    /// Finished entries waiting for the rate limiter.
+    queue: VecDeque<Entry>,
+    limiter: ShardLimiter,
+}
+
+#[derive(Debug, Default)]
+struct Collector {
+    entries: Vec<Entry>,
+    bytes: usize,
+    deadline: Option<Instant>,
+    shard_bytes: HashMap<Arc<str>, usize>,
+    triggered: bool,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    name: Arc<str>,
+    map: Option<Arc<ShardMap>>,
+    shards: HashMap<Arc<str>, ShardState>,
+    collector: Collector,
+    /// The map should be (re)loaded.
+    map_wanted: bool,
+}
+
+/// The sans-I/O producer core.
+#[derive(Debug)]
+pub(crate) struct Core {
+    config: Arc<ProducerConfig>,
+    streams: HashMap<Arc<str>, StreamState>,
+    /// Records waiting out their retry backoff, by due time.
+    retries: BTreeMap<(Instant, u64), Pending>,
+    retry_seq: u64,
+    ready: VecDeque<Request>,
+    /// Outstanding records per flush epoch, and `flush_all` waiters.
+    epochs: BTreeMap<u64, usize>,
+    epoch: u64,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
+    outstanding: usize,
+    flushing: bool,
+    collection_delay: Duration,
+}
+
+impl Core {
+    pub fn new(config: Arc<ProducerConfig>) -> Self {
+        let collection_delay = (config.record_max_buffered_time / 5).min(Duration::from_millis(50));
+        Self {
+            config,
+            streams: HashMap::new(),
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            ready: VecDeque::new(),
+            epochs: BTreeMap::new(),
+            epoch: 0,
+            flush_waiters: Vec::new(),
+            outstanding: 0,
+            flushing: false,
+            collection_delay,
+        }
+    }
+
+    /// Records accepted and not completed.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Streams whose shard map should be loaded now.
+    pub fn wanted_maps(&mut self) -> Vec<Arc<str>> {
+        self.streams
+            .values_mut()
+            .filter_map(|s| std::mem::take(&mut s.map_wanted).then(|| s.name.clone()))
+            .collect()
+    }
+
+    /// Names of every stream seen so far.
+    pub fn stream_names(&self) -> Vec<Arc<str>> {
+        self.streams.keys().cloned().collect()
+    }
+
+    /// Installs a freshly loaded shard map. Records buffered for shards that
+    /// are no longer open are re-routed.
+    pub fn set_shard_map(&mut self, stream: &str, map: ShardMap, now: Instant) {
+        let Some(state) = self.streams.get_mut(stream) else { return };
+        if state.map.as_deref() == Some(&map) {
+            return;
+        }
+        let mut reroute = Vec::new();
+        state.shards.retain(|id, shard| {
+            if map.contains(id) {
+                return true;
+            }
+            shard.aggregator.take();
+            reroute.append(&mut shard.pendings);
+            for entry in shard.queue.drain(..) {
+                reroute.extend(entry.pendings);
+            }
+            false
+        });
+        state.map = Some(Arc::new(map));
+        for pending in reroute {
+            self.route(pending, now);
+        }
+    }
+
+    /// Accepts a user record.
+    pub fn add(&mut self, mut pending: Pending) {
+        pending.epoch = self.epoch;
+        *self.epochs.entry(self.epoch).or_default() += 1;
+        self.outstanding += 1;
+        let now = pending.arrival;
+        self.route(pending, now);
+    }
+
+    /// Puts a record into the aggregator of its predicted shard (or, without
+    /// a shard map or with aggregation off, straight on its way alone).
+    fn route(&mut self, pending: Pending, now: Instant) {
+        let config = &*self.config;
+        let state = match self.streams.get_mut(pending.record.stream()) {
+            Some(state) => state,
+            None => {
+                let name: Arc<str> = Arc::from(pending.record.stream());
+                self.streams.entry(name.clone()).or_insert(StreamState {
+                    name,
+                    map: None,
+                    shards: HashMap::new(),
+                    collector: Collector::default(),
+                    map_wanted: true,
+                })
+            }
+        };
+        let shard_id = state
+            .map
+            .as_ref()
+            .and_then(|map| map.shard_for(pending.hash_key).map(|i| map.shard_id(i).clone()));
+        let Some(shard_id) = shard_id else {
+            // No map yet (or a hash key in a gap of a stale one): send alone
+            // rather than wait; Kinesis routes it by its own keys.
+            state.map_wanted |= state.map.is_some();
+            let entry = single_entry(pending, None);
+            collect(&mut state.collector, entry, now, self.collection_delay, config);
+            return;
+        };
+        let shard = state.shards.entry(shard_id.clone()).or_insert_with(|| ShardState {
+            aggregator: AggregateBuilder::new(),
+            pendings: Vec::new(),
+            deadline: None,
+            queue: VecDeque::new(),
+            limiter: ShardLimiter::new(config.rate_limit, config.max_user_record_size + 1024, now),
+        });
+        if !config.aggregation_enabled {
+            shard.queue.push_back(single_entry(pending, Some(shard_id)));
+            return;
+        }
+        let record = &pending.record;
+        let fits = shard.aggregator.len() < config.aggregation_max_count
+            && shard.aggregator.try_add(
+                record.partition_key(),
+                record.explicit_hash_key(),
+                record.data(),
+                config.aggregation_max_size,
+            );
+        if !fits {
+            flush_aggregator(shard, &shard_id);
+            shard
+                .aggregator
+                .add(record.partition_key(), record.explicit_hash_key(), record.data());
+        }
+        let deadline = (pending.arrival + config.record_max_buffered_time).min(pending.expires);
+        shard.deadline = Some(shard.deadline.map_or(deadline, |d| d.min(deadline)));
+        shard.pendings.push(pending);
+        // A full aggregate goes at once.
+        if shard.aggregator.len() >= config.aggregation_max_count
+            || shard.aggregator.encoded_len() >= config.aggregation_max_size
+        {
+            flush_aggregator(shard, &shard_id);
+        }
+    }
+
+    /// Sends everything buffered as soon as the rate limiters allow.
+    pub fn flush(&mut self, now: Instant) {
+        self.flushing = true;
+        self.poll(now);
+        self.flushing = false;
+    }
+
+    /// Registers a waiter that resolves when every record accepted so far has
+    /// completed, and flushes.
+    pub fn flush_all(&mut self, waiter: oneshot::Sender<()>, now: Instant) {
+        let boundary = self.epoch + 1;
+        self.epoch = boundary;
+        self.flush_waiters.push((boundary, waiter));
+        self.flush(now);
+        self.wake_flush_waiters();
+    }
+
+    /// Moves everything whose time has come one stage on: due retries back
+    /// into aggregators, due aggregates into shard queues, shard queues
+    /// through their limiters into collectors, due collectors into requests.
+    pub fn poll(&mut self, now: Instant) {
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let pending = entry.remove();
+            if pending.expires <= now {
+                self.expire(pending, now);
+            } else {
+                self.route(pending, now);
+            }
+        }
+        let config = self.config.clone();
+        let flushing = self.flushing;
+        let mut expired = Vec::new();
+        let mut reroute = Vec::new();
+        for state in self.streams.values_mut() {
+            for (shard_id, shard) in &mut state.shards {
+                if shard.deadline.is_some_and(|d| d <= now || flushing) {
+                    flush_aggregator(shard, shard_id);
+                }
+                while let Some(entry) = shard.queue.front() {
+                    if entry.earliest_expiry().is_some_and(|e| e <= now) {
+                        // Split: expired records fail, the rest are re-aggregated.
+                        let Some(entry) = shard.queue.pop_front() else { break };
+                        for pending in entry.pendings {
+                            if pending.expires <= now {
+                                expired.push(pending);
+                            } else {
+                                reroute.push(pending);
+                            }
+                        }
+                        continue;
+                    }
+                    if !shard.limiter.try_take(entry.size(), now) {
+                        break;
+                    }
+                    let Some(entry) = shard.queue.pop_front() else { break };
+                    collect(&mut state.collector, entry, now, self.collection_delay, &config);
+                    if let Some(request) = take_full(&mut state.collector, &state.name, &config) {
+                        self.ready.push_back(request);
+                    }
+                }
+            }
+            let collector = &mut state.collector;
+            let due = collector.deadline.is_some_and(|d| d <= now) || collector.triggered;
+            if !collector.entries.is_empty() && (due || flushing) {
+                self.ready.push_back(take_request(collector, &state.name));
+            }
+            while let Some(request) = take_full(collector, &state.name, &config) {
+                self.ready.push_back(request);
+            }
+        }
+        for pending in expired {
+            self.expire(pending, now);
+        }
+        for pending in reroute {
+            self.route(pending, now);
+        }
+    }
+
+    /// The next time [`poll`](Self::poll) has something to do.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = self.retries.keys().next().map(|(at, _)| *at);
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for state in self.streams.values() {
+            if let Some(d) = state.collector.deadline {
+                consider(d);
+            }
+            for shard in state.shards.values() {
+                if let Some(d) = shard.deadline {
+                    consider(d);
+                }
+                if let Some(entry) = shard.queue.front() {
+                    consider(shard.limiter.next_try(entry.size()));
+                    if let Some(e) = entry.earliest_expiry() {
+                        consider(e);
+                    }
+                }
+            }
+        }
+        next
+    }
+
+    /// The next request to send, if any.
+    pub fn take_request(&mut self) -> Option<Request> {
+        self.ready.pop_front()
+    }
+
+    /// Applies the outcome of a request.
+    pub fn on_response(&mut self, request: Request, outcome: RequestOutcome, now: Instant) {
+        let started = request.started.unwrap_or(now);
+        let duration = now.saturating_duration_since(started);
+        let stream = request.stream;
+        match outcome {
+            RequestOutcome::Entries(results) if results.len() == request.entries.len() => {
+                for (entry, result) in request.entries.into_iter().zip(results) {
+                    match result {
+                        EntryOutcome::Put { sequence_number, shard_id } => {
+                            self.on_put(&stream, entry, &sequence_number, &shard_id, started, duration)
+                        }
+                        EntryOutcome::Failed { code, message } => {
+                            let retryable = !PERMANENT_ENTRY_ERRORS.contains(&code.as_str());
+                            self.on_failure(&stream, entry, code, message, retryable, started, duration, now);
+                        }
+                    }
+                }
+            }
+            RequestOutcome::Entries(results) => {
+                let message = format!("{} results for {} records", results.len(), request.entries.len());
+                for entry in request.entries {
+                    self.on_failure(&stream, entry, "InvalidResponse".into(), message.clone(), true, started, duration, now);
+                }
+            }
+            RequestOutcome::Failed { code, message, retryable } => {
+                for entry in request.entries {
+                    self.on_failure(&stream, entry, code.clone(), message.clone(), retryable, started, duration, now);
+                }
+            }
+        }
+        self.wake_flush_waiters();
+    }
+
+    fn on_put(
+        &mut self,
+        stream: &str,
+        entry: Entry,
+        sequence_number: &str,
+        shard_id: &str,
+        started: Instant,
+        duration: Duration,
+    ) {
+        metrics::counter!(m::KINESIS_RECORDS_PUT).increment(1);
+        if let Some(predicted) = &entry.shard
+            && &**predicted != shard_id
+        {
+            // The map is stale (the stream was resharded): reload it. The
+            // record itself is stored, so it succeeded.
+            metrics::counter!(m::WRONG_SHARD).increment(1);
+            if let Some(state) = self.streams.get_mut(stream) {
+                state.map_wanted = true;
+            }
+        }
+        for (index, mut pending) in entry.pendings.into_iter().enumerate() {
+            pending.attempts.push(Attempt {
+                delay: started.saturating_duration_since(pending.since),
+                duration,
+                error: None,
+            });
+            let result = UserRecordResult {
+                sequence_number: sequence_number.to_owned(),
+                sub_sequence_number: if entry.aggregated { index as u64 } else { 0 },
+                shard_id: shard_id.to_owned(),
+                attempts: std::mem::take(&mut pending.attempts),
+            };
+            metrics::counter!(m::USER_RECORDS_PUT).increment(1);
+            metrics::histogram!(m::BUFFERING_TIME).record(started.saturating_duration_since(pending.arrival));
+            self.complete(pending, Ok(result));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_failure(
+        &mut self,
+        stream: &str,
+        entry: Entry,
+        code: String,
+        message: String,
+        retryable: bool,
+        started: Instant,
+        duration: Duration,
+        now: Instant,
+    ) {
+        if code == THROTTLED {
+            metrics::counter!(m::THROTTLES).increment(1);
+            if let (Some(shard), Some(state)) = (&entry.shard, self.streams.get_mut(stream))
+                && let Some(shard) = state.shards.get_mut(shard)
+            {
+                shard.limiter.on_throttle(now);
+            }
+        }
+        for mut pending in entry.pendings {
+            pending.attempts.push(Attempt {
+                delay: started.saturating_duration_since(pending.since),
+                duration,
+                error: Some(AttemptError { code: code.clone(), message: message.clone() }),
+            });
+            pending.since = now;
+            if !retryable {
+                metrics::counter!(m::USER_RECORDS_FAILED).increment(1);
+                let error = RecordError::Failed {
+                    record: Box::new(pending.record.clone()),
+                    code: code.clone(),
+                    message: message.clone(),
+                    attempts: std::mem::take(&mut pending.attempts),
+                };
+                self.complete(pending, Err(error));
+            } else if pending.expires <= now {
+                self.expire(pending, now);
+            } else {
+                metrics::counter!(m::RETRIES).increment(1);
+                let due = (now + self.backoff(pending.attempts.len())).min(pending.expires);
+                self.retry_seq += 1;
+                self.retries.insert((due, self.retry_seq), pending);
+            }
+        }
+    }
+
+    fn backoff(&self, attempts: usize) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min_delay)
+            .with_max_delay(self.config.retry_max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempts.saturating_sub(1))
+            .unwrap_or(self.config.retry_max_delay)
+    }
+
+    fn expire(&mut self, mut pending: Pending, _now: Instant) {
+        metrics::counter!(m::USER_RECORDS_EXPIRED).increment(1);
+        let error = RecordError::Expired {
+            record: Box::new(pending.record.clone()),
+            attempts: std::mem::take(&mut pending.attempts),
+        };
+        self.complete(pending, Err(error));
+    }
+
+    fn complete(&mut self, mut pending: Pending, result: Result<UserRecordResult, RecordError>) {
+        if let Some(reply) = pending.reply.take() {
+            let _ = reply.send(result);
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if let Some(count) = self.epochs.get_mut(&pending.epoch) {
+            *count -= 1;
+            if *count == 0 {
+                self.epochs.remove(&pending.epoch);
+            }
+        }
+        // Dropping `pending` releases its backpressure permits.
+    }
+
+    fn wake_flush_waiters(&mut self) {
+        // A waiter with boundary `b` is done when no record of an epoch
+        // before `b` is outstanding.
+        let oldest = self.epochs.keys().next().copied().unwrap_or(u64::MAX);
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.flush_waiters).into_iter().partition(|(boundary, _)| *boundary <= oldest);
+        self.flush_waiters = waiting;
+        for (_, waiter) in done {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Fails every record still held (used when the driver stops abnormally).
+    pub fn abandon(&mut self) {
+        let mut all = Vec::new();
+        all.extend(std::mem::take(&mut self.retries).into_values());
+        for request in std::mem::take(&mut self.ready) {
+            for entry in request.entries {
+                all.extend(entry.pendings);
+            }
+        }
+        for state in self.streams.values_mut() {
+            for shard in state.shards.values_mut() {
+                shard.aggregator.take();
+                all.append(&mut shard.pendings);
+                for entry in shard.queue.drain(..) {
+                    all.extend(entry.pendings);
+                }
+            }
+            for entry in state.collector.entries.drain(..) {
+                all.extend(entry.pendings);
+            }
+        }
+        for pending in all {
+            let record = Some(Box::new(pending.record.clone()));
+            self.complete(pending, Err(RecordError::ProducerStopped { record }));
+        }
+    }
+}
+
+fn single_entry(pending: Pending, shard: Option<Arc<str>>) -> Entry {
+    let record = &pending.record;
+    let kinesis = KinesisRecord {
+        partition_key: record.partition_key().to_owned(),
+        explicit_hash_key: record.explicit_hash_key().map(|k| k.to_string()),
+        data: record.data().clone(),
+        user_records: 1,
+    };
+    Entry { record: kinesis, pendings: vec![pending], shard, aggregated: false }
+}
+
+fn flush_aggregator(shard: &mut ShardState, shard_id: &Arc<str>) {
+    shard.deadline = None;
+    let Some(record) = shard.aggregator.take() else { return };
+    let pendings = std::mem::take(&mut shard.pendings);
+    let aggregated = record.user_records > 1;
+    shard.queue.push_back(Entry { record, pendings, shard: Some(shard_id.clone()), aggregated });
+}
+
+fn collect(collector: &mut Collector, entry: Entry, now: Instant, delay: Duration, config: &ProducerConfig) {
+    let size = entry.size();
+    collector.bytes += size;
+    if let Some(shard) = &entry.shard {
+        let bytes = collector.shard_bytes.entry(shard.clone()).or_default();
+        *bytes += size;
+        collector.triggered |= *bytes >= config.collection_shard_trigger_size;
+    }
+    let deadline = now + delay;
+    collector.deadline = Some(collector.deadline.map_or(deadline, |d| d.min(deadline)));
+    collector.entries.push(entry);
+}
+
+/// A request of the collector's first entries if it holds a full one.
+fn take_full(collector: &mut Collector, stream: &Arc<str>, config: &ProducerConfig) -> Option<Request> {
+    if collector.entries.len() < config.collection_max_count && collector.bytes < config.collection_max_size {
+        return None;
+    }
+    // Take the longest prefix within both limits (at least one entry).
+    let mut count = 0;
+    let mut bytes = 0;
+    for entry in &collector.entries {
+        let size = entry.size();
+        if count == config.collection_max_count || (count > 0 && bytes + size > config.collection_max_size) {
+            break;
+        }
+        count += 1;
+        bytes += size;
+    }
+    let rest = collector.entries.split_off(count);
+    let entries = std::mem::replace(&mut collector.entries, rest);
+    collector.bytes -= bytes;
+    recount(collector);
+    Some(Request { stream: stream.clone(), entries, started: None })
+}
+
+fn take_request(collector: &mut Collector, stream: &Arc<str>) -> Request {
+    let entries = std::mem::take(&mut collector.entries);
+    collector.bytes = 0;
+    collector.shard_bytes.clear();
+    collector.triggered = false;
+    collector.deadline = None;
+    Request { stream: stream.clone(), entries, started: None }
+}
+
+fn recount(collector: &mut Collector) {
+    collector.shard_bytes.clear();
+    collector.triggered = false;
+    if collector.entries.is_empty() {
+        collector.deadline = None;
+    }
+    for entry in &collector.entries {
+        if let Some(shard) = &entry.shard {
+            *collector.shard_bytes.entry(shard.clone()).or_default() += entry.size();
+        }
+    }
+}

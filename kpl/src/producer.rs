@@ -1,0 +1,506 @@
+//! The public producer handle and the background task that drives the core.
+//!
+//! One task per producer owns the [`Core`]; PutRecords calls run as tasks of
+//! a `JoinSet` it owns (at most `max_connections` at once), and shard maps are
+//! loaded the same way. No thread per request, no child process. Dropping
+//! every handle without `shutdown` still completes every accepted record.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+use crate::config::ProducerConfig;
+use crate::error::{AddError, BuildError, ProducerError, RecordError};
+use crate::metrics as m;
+use crate::pipeline::{Core, EntryOutcome, Pending, Request, RequestOutcome};
+use crate::record::{UserRecord, UserRecordResult};
+use crate::shard_map::{ShardMap, list_shards};
+
+/// Request-level error codes that retrying cannot fix.
+const PERMANENT_REQUEST_ERRORS: &[&str] = &[
+    "ResourceNotFoundException",
+    "ValidationException",
+    "InvalidArgumentException",
+    "AccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSAccessDeniedException",
+    "KMSNotFoundException",
+    "KMSOptInRequired",
+    "UnrecognizedClientException",
+];
+
+enum Command {
+    Add(Box<Pending>),
+    Flush,
+    FlushAll(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// An asynchronous Kinesis producer. Cheap to clone; every clone feeds the
+/// same background task.
+///
+/// ```no_run
+/// # async fn demo(sdk_config: aws_config::SdkConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// use kpl::{Producer, ProducerConfig, UserRecord};
+///
+/// let producer = Producer::builder()
+///     .sdk_config(&sdk_config)
+///     .config(ProducerConfig::default())
+///     .build()?;
+/// // Waits only while the backpressure bound is reached.
+/// let pending = producer.add_user_record(UserRecord::new("orders", "customer-42", "hello")).await?;
+/// let result = pending.await?;
+/// println!("stored in {} as {}/{}", result.shard_id, result.sequence_number, result.sub_sequence_number);
+/// producer.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Arc<ProducerConfig>,
+    commands: mpsc::UnboundedSender<Command>,
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    closed: AtomicBool,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("outstanding_records", &self.outstanding_records())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Producer`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ProducerBuilder {
+    client: Option<aws_sdk_kinesis::Client>,
+    config: ProducerConfig,
+}
+
+impl ProducerBuilder {
+    /// Use this AWS configuration (region, credentials, endpoints). The
+    /// producer builds its own Kinesis client from it, with the SDK's retries
+    /// turned off: the producer retries per record, until each record's TTL.
+    pub fn sdk_config(mut self, sdk_config: &aws_config::SdkConfig) -> Self {
+        let conf = aws_sdk_kinesis::config::Builder::from(sdk_config)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        self.client = Some(aws_sdk_kinesis::Client::from_conf(conf));
+        self
+    }
+
+    /// Use this Kinesis client as it is (its own retry settings apply on top
+    /// of the producer's).
+    pub fn client(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Producer settings. Default: [`ProducerConfig::default`].
+    pub fn config(mut self, config: ProducerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the producer's background task on the current tokio runtime.
+    pub fn build(self) -> Result<Producer, BuildError> {
+        let client = self.client.ok_or(BuildError::MissingAwsConfig)?;
+        validate(&self.config)?;
+        let config = Arc::new(self.config);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(Core::new(config.clone()), client, receiver, config.clone()));
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                records: Arc::new(Semaphore::new(config.max_outstanding_records)),
+                bytes: Arc::new(Semaphore::new(config.max_outstanding_bytes)),
+                config,
+                commands,
+                closed: AtomicBool::new(false),
+                driver: Mutex::new(Some(driver)),
+            }),
+        })
+    }
+}
+
+fn validate(config: &ProducerConfig) -> Result<(), BuildError> {
+    let invalid = |what: &str| Err(BuildError::InvalidConfig(what.to_owned()));
+    if !(64..=1_048_576).contains(&config.aggregation_max_size) {
+        return invalid("aggregation_max_size must be within 64..=1048576");
+    }
+    if !(1..=500).contains(&config.collection_max_count) {
+        return invalid("collection_max_count must be within 1..=500");
+    }
+    if !(1..=5_242_880).contains(&config.collection_max_size) {
+        return invalid("collection_max_size must be within 1..=5242880");
+    }
+    if config.aggregation_max_count == 0 || config.max_connections == 0 || config.rate_limit == 0 {
+        return invalid("aggregation_max_count, max_connections and rate_limit must be positive");
+    }
+    if config.max_outstanding_records == 0 || config.max_outstanding_bytes < config.max_user_record_size {
+        return invalid("max_outstanding_records must be positive and max_outstanding_bytes at least max_user_record_size");
+    }
+    if config.max_user_record_size > 1_048_576 || config.max_user_record_size == 0 {
+        return invalid("max_user_record_size must be within 1..=1048576");
+    }
+    if config.record_ttl.is_zero() || config.request_timeout.is_zero() {
+        return invalid("record_ttl and request_timeout must be positive");
+    }
+    Ok(())
+}
+
+impl Producer {
+    /// A builder; set `sdk_config` (or `client`) and optionally `config`.
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder::default()
+    }
+
+    /// Accepts a user record, waiting while the backpressure bound
+    /// (`max_outstanding_records` / `max_outstanding_bytes`) is reached. The
+    /// returned [`PendingResult`] resolves to the record's final result.
+    pub async fn add_user_record(&self, record: UserRecord) -> Result<PendingResult, AddError> {
+        record.validate(self.shared.config.max_user_record_size)?;
+        let shared = &self.shared;
+        let closed = |record: UserRecord| AddError::ShutDown { record: Box::new(record) };
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(closed(record));
+        }
+        let Ok(records) = shared.records.clone().acquire_owned().await else {
+            return Err(closed(record));
+        };
+        let Ok(bytes) = shared.bytes.clone().acquire_many_owned(byte_permits(&record)).await else {
+            return Err(closed(record));
+        };
+        self.enqueue(record, records, bytes)
+    }
+
+    /// Accepts a user record if the backpressure bound allows it now; never
+    /// waits. At the bound, fails with [`AddError::BufferFull`], handing the
+    /// record back.
+    pub fn try_add_user_record(&self, record: UserRecord) -> Result<PendingResult, AddError> {
+        record.validate(self.shared.config.max_user_record_size)?;
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(AddError::ShutDown { record: Box::new(record) });
+        }
+        let full = |record: UserRecord| AddError::BufferFull {
+            record: Box::new(record),
+            outstanding_records: self.outstanding_records(),
+        };
+        let Ok(records) = shared.records.clone().try_acquire_owned() else {
+            return Err(full(record));
+        };
+        let Ok(bytes) = shared.bytes.clone().try_acquire_many_owned(byte_permits(&record)) else {
+            return Err(full(record));
+        };
+        self.enqueue(record, records, bytes)
+    }
+
+    fn enqueue(
+        &self,
+        record: UserRecord,
+        records: tokio::sync::OwnedSemaphorePermit,
+        bytes: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<PendingResult, AddError> {
+        let now = Instant::now();
+        let (reply, receiver) = oneshot::channel();
+        let pending = Pending {
+            hash_key: record.hash_key(),
+            arrival: now,
+            expires: now + self.shared.config.record_ttl,
+            since: now,
+            attempts: Vec::new(),
+            reply: Some(reply),
+            epoch: 0,
+            _permits: Some((records, bytes)),
+            record,
+        };
+        match self.shared.commands.send(Command::Add(Box::new(pending))) {
+            Ok(()) => {
+                metrics::counter!(m::USER_RECORDS_RECEIVED).increment(1);
+                Ok(PendingResult { receiver })
+            }
+            Err(mpsc::error::SendError(command)) => {
+                let record = match command {
+                    Command::Add(pending) => Box::new(pending.record),
+                    _ => unreachable_record(),
+                };
+                Err(AddError::ShutDown { record })
+            }
+        }
+    }
+
+    /// Starts sending everything buffered now, without waiting for deadlines.
+    pub fn flush(&self) {
+        let _ = self.shared.commands.send(Command::Flush);
+    }
+
+    /// Flushes, then resolves once every record accepted before the call has
+    /// its final result.
+    pub async fn flush_all(&self) -> Result<(), ProducerError> {
+        let (done, wait) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::FlushAll(done))
+            .map_err(|_| ProducerError::Stopped)?;
+        wait.await.map_err(|_| ProducerError::Stopped)
+    }
+
+    /// User records accepted and not yet completed.
+    pub fn outstanding_records(&self) -> usize {
+        self.shared.config.max_outstanding_records - self.shared.records.available_permits()
+    }
+
+    /// Refuses new records, sends everything buffered at once, waits until
+    /// every accepted record has its final result (at most its TTL), then
+    /// stops the background task. Every [`PendingResult`] is resolved when
+    /// this returns.
+    pub async fn shutdown(&self) -> Result<(), ProducerError> {
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.shared.commands.send(Command::Shutdown);
+        let driver = self.shared.driver.lock().await.take();
+        if let Some(driver) = driver {
+            driver.await.map_err(|_| ProducerError::Stopped)?;
+        }
+        self.shared.records.close();
+        self.shared.bytes.close();
+        Ok(())
+    }
+}
+
+/// Never constructed: `enqueue` only sends `Command::Add`.
+fn unreachable_record() -> Box<UserRecord> {
+    Box::new(UserRecord::new("", "", bytes::Bytes::new()))
+}
+
+fn byte_permits(record: &UserRecord) -> u32 {
+    u32::try_from(record.size().max(1)).unwrap_or(u32::MAX)
+}
+
+/// The result of one user record, delivered when it is final.
+///
+/// Awaiting it is optional: a record is sent whether or not anybody waits.
+#[derive(Debug)]
+#[must_use = "await it to learn whether the record was stored"]
+pub struct PendingResult {
+    receiver: oneshot::Receiver<Result<UserRecordResult, RecordError>>,
+}
+
+impl Future for PendingResult {
+    type Output = Result<UserRecordResult, RecordError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|result| result.unwrap_or(Err(RecordError::ProducerStopped { record: None })))
+    }
+}
+
+/// The background task: feeds commands into the core, sends its requests,
+/// loads shard maps, and wakes up at the core's deadlines.
+async fn drive(
+    mut core: Core,
+    client: aws_sdk_kinesis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    config: Arc<ProducerConfig>,
+) {
+    let mut requests: JoinSet<(Request, RequestOutcome)> = JoinSet::new();
+    let mut maps: JoinSet<(Arc<str>, Option<ShardMap>)> = JoinSet::new();
+    let mut loading: HashSet<Arc<str>> = HashSet::new();
+    let mut refresh = tokio::time::interval(config.shard_map_refresh_interval);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    let mut inbox_open = true;
+
+    loop {
+        let now = Instant::now();
+        if stopping {
+            core.flush(now);
+        } else {
+            core.poll(now);
+        }
+        for stream in core.wanted_maps() {
+            if loading.insert(stream.clone()) {
+                maps.spawn(load_shard_map(client.clone(), stream));
+            }
+        }
+        while requests.len() < config.max_connections {
+            let Some(mut request) = core.take_request() else { break };
+            request.started = Some(Instant::now());
+            metrics::counter!(m::REQUESTS).increment(1);
+            let client = client.clone();
+            let timeout = config.request_timeout;
+            let span = tracing::debug_span!("put_records", stream = %request.stream, records = request.entries.len());
+            requests.spawn(
+                async move {
+                    let outcome = put_records(&client, &request, timeout).await;
+                    (request, outcome)
+                }
+                .instrument(span),
+            );
+        }
+        metrics::gauge!(m::OUTSTANDING).set(core.outstanding() as f64);
+        if (stopping || !inbox_open) && core.outstanding() == 0 && requests.is_empty() {
+            break;
+        }
+        let wakeup = core.next_wakeup();
+        tokio::select! {
+            Some(done) = requests.join_next(), if !requests.is_empty() => match done {
+                Ok((request, outcome)) => core.on_response(request, outcome, Instant::now()),
+                Err(error) => tracing::error!(%error, "PutRecords task failed"),
+            },
+            command = commands.recv(), if inbox_open => match command {
+                Some(command) => {
+                    stopping |= apply(&mut core, command);
+                    // Take what else is queued in one go: fewer wake-ups.
+                    for _ in 0..4096 {
+                        match commands.try_recv() {
+                            Ok(command) => stopping |= apply(&mut core, command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => {
+                    // Every handle is gone: finish what was accepted.
+                    inbox_open = false;
+                    stopping = true;
+                }
+            },
+            Some(loaded) = maps.join_next(), if !maps.is_empty() => {
+                if let Ok((stream, map)) = loaded {
+                    loading.remove(&stream);
+                    if let Some(map) = map {
+                        core.set_shard_map(&stream, map, Instant::now());
+                    }
+                }
+            },
+            _ = refresh.tick() => {
+                for stream in core.stream_names() {
+                    if loading.insert(stream.clone()) {
+                        maps.spawn(load_shard_map(client.clone(), stream));
+                    }
+                }
+            },
+            () = sleep_until(wakeup) => {},
+        }
+    }
+    maps.abort_all();
+    core.abandon();
+    tracing::debug!("producer stopped");
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies one command; returns whether it asks to stop.
+fn apply(core: &mut Core, command: Command) -> bool {
+    let now = Instant::now();
+    match command {
+        Command::Add(pending) => core.add(*pending),
+        Command::Flush => core.flush(now),
+        Command::FlushAll(waiter) => core.flush_all(waiter, now),
+        Command::Shutdown => return true,
+    }
+    false
+}
+
+/// Loads a stream's shard map, retrying with backoff (1 s to 30 s) a few
+/// times; `None` if it still fails (records then go unaggregated and the map
+/// is retried at the next refresh).
+async fn load_shard_map(client: aws_sdk_kinesis::Client, stream: Arc<str>) -> (Arc<str>, Option<ShardMap>) {
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1..=5 {
+        match list_shards(&client, &stream).await {
+            Ok(shards) => match ShardMap::from_shards(&shards) {
+                Ok(map) => return (stream, Some(map)),
+                Err(error) => tracing::warn!(%stream, %error, "unusable shard map"),
+            },
+            Err(error) => tracing::warn!(%stream, attempt, error = %error, "ListShards failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay.mul_f64(1.5)).min(Duration::from_secs(30));
+    }
+    (stream, None)
+}
+
+/// Sends one PutRecords call and classifies what came back.
+async fn put_records(client: &aws_sdk_kinesis::Client, request: &Request, timeout: Duration) -> RequestOutcome {
+    let mut entries = Vec::with_capacity(request.entries.len());
+    for entry in &request.entries {
+        let built = PutRecordsRequestEntry::builder()
+            .data(Blob::new(entry.record.data.to_vec()))
+            .partition_key(&entry.record.partition_key)
+            .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
+            .build();
+        match built {
+            Ok(built) => entries.push(built),
+            Err(error) => {
+                return RequestOutcome::Failed {
+                    code: "InvalidRequest".into(),
+                    message: error.to_string(),
+                    retryable: false,
+                };
+            }
+        }
+    }
+    let call = client
+        .put_records()
+        .stream_name(&*request.stream)
+        .set_records(Some(entries))
+        .send();
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => RequestOutcome::Failed {
+            code: "RequestTimeout".into(),
+            message: format!("no answer within {timeout:?}"),
+            retryable: true,
+        },
+        Ok(Err(error)) => {
+            let code = error.code().unwrap_or("TransportError").to_owned();
+            let mut message = error.message().map(str::to_owned).unwrap_or_else(|| error.to_string());
+            if let Some(source) = std::error::Error::source(&error) {
+                message = format!("{message}: {source}");
+            }
+            let retryable = !PERMANENT_REQUEST_ERRORS.contains(&code.as_str());
+            RequestOutcome::Failed { code, message, retryable }
+        }
+        Ok(Ok(output)) => RequestOutcome::Entries(
+            output
+                .records()
+                .iter()
+                .map(|result| match (result.error_code(), result.sequence_number(), result.shard_id()) {
+                    (None, Some(sequence_number), Some(shard_id)) => EntryOutcome::Put {
+                        sequence_number: sequence_number.to_owned(),
+                        shard_id: shard_id.to_owned(),
+                    },
+                    (code, _, _) => EntryOutcome::Failed {
+                        code: code.unwrap_or("MissingResult").to_owned(),
+                        message: result.error_message().unwrap_or_default().to_owned(),
+                    },
+                })
+                .collect(),
+        ),
+    }
+}
