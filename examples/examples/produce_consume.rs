@@ -1,25 +1,23 @@
-//! Produce aggregated records into a stream, read them back, deaggregate.
+//! Produce records with the `kpl` producer, read them back, deaggregate.
 //!
 //! ```text
-//! cargo run -p examples --example produce_consume            # embedded back ends
-//! cargo run -p examples --example produce_consume -- --use-env   # real AWS / AWS_ENDPOINT_URL_*
+//! cargo run -p examples --example produce_consume                 # embedded back ends
+//! cargo run -p examples --example produce_consume -- --use-env    # real AWS / AWS_ENDPOINT_URL_*
 //! ```
 //!
-//! Records are grouped per shard (by hash key against the shard map) and
-//! aggregated in the KPL format, so that no aggregate spans two shards, then
-//! read back with GetRecords and deaggregated.
+//! The producer aggregates the records per predicted shard in the KPL format
+//! and hands back, for each one, the shard and sequence number it was stored
+//! under; the consumer side reads the shards with GetRecords and deaggregates.
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, ShardIteratorType};
+use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
-use kpl::aggregation::{AggregateBuilder, deaggregate};
-use kpl::hash_key::hash_key;
+use kpl::aggregation::deaggregate;
+use kpl::{Producer, UserRecord};
 
 const RECORDS: usize = 2_000;
 const SHARDS: i32 = 2;
-const AGGREGATE_MAX: usize = 51_200;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,46 +29,54 @@ async fn main() -> anyhow::Result<()> {
     integration_tests::resources::create_stream(&kinesis, &stream, SHARDS).await?;
     println!("Created stream {stream} with {SHARDS} shards");
 
-    let result = run(&kinesis, &stream).await;
+    let result = run(&backend.sdk_config, &kinesis, &stream).await;
     integration_tests::resources::delete_stream(&kinesis, &stream).await?;
     result
 }
 
-async fn run(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
-    let shards = kinesis.list_shards().stream_name(stream).send().await?.shards().to_vec();
-
-    // Aggregate per shard: an aggregate is routed by one hash key, so all its
-    // user records must fall into the same shard's range.
-    let mut per_shard: BTreeMap<String, AggregateBuilder> = BTreeMap::new();
-    let mut entries = Vec::new();
+async fn run(
+    sdk_config: &aws_config::SdkConfig,
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> anyhow::Result<()> {
+    let producer = Producer::builder().sdk_config(sdk_config).build()?;
+    let mut pending = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         let partition_key = format!("customer-{}", i % 97);
-        let data = Bytes::from(format!(r#"{{"order":{i},"customer":"{partition_key}","amount":{}}}"#, i * 7 % 500));
-        let shard = shard_for(&shards, hash_key(&partition_key, None)).context("hash key outside every shard")?;
-        let builder = per_shard.entry(shard).or_default();
-        if !builder.try_add(&partition_key, None, &data, AGGREGATE_MAX) {
-            entries.extend(builder.take());
-            builder.add(&partition_key, None, &data);
-        }
+        let data = format!(
+            r#"{{"order":{i},"customer":"{partition_key}","amount":{}}}"#,
+            i * 7 % 500
+        );
+        // Waits only if the producer's buffer is full (backpressure).
+        pending.push(
+            producer
+                .add_user_record(UserRecord::new(stream, partition_key, data))
+                .await?,
+        );
     }
-    entries.extend(per_shard.values_mut().filter_map(AggregateBuilder::take));
-
-    for chunk in entries.chunks(500) {
-        let request = chunk
-            .iter()
-            .map(|record| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&record.partition_key)
-                    .set_explicit_hash_key(record.explicit_hash_key.clone())
-                    .data(record.data.to_vec().into())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = kinesis.put_records().stream_name(stream).set_records(Some(request)).send().await?;
-        anyhow::ensure!(out.failed_record_count().unwrap_or(0) == 0, "some records failed: {out:?}");
+    let mut per_shard: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> =
+        BTreeMap::new();
+    for result in futures::future::join_all(pending).await {
+        let result = result?;
+        let shard = per_shard.entry(result.shard_id).or_default();
+        shard.0 += 1;
+        shard.1.insert(result.sequence_number);
     }
-    println!("Produced {RECORDS} user records in {} Kinesis records", entries.len());
+    producer.shutdown().await?;
+    for (shard, (records, sequence_numbers)) in &per_shard {
+        println!(
+            "Produced {records} user records into {shard} in {} aggregated Kinesis records",
+            sequence_numbers.len()
+        );
+    }
 
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await?
+        .shards()
+        .to_vec();
     let mut total = 0;
     for shard in &shards {
         let mut iterator = kinesis
@@ -104,7 +110,11 @@ async fn run(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<
                     in_shard += 1;
                 }
             }
-            iterator = if out.records().is_empty() { None } else { out.next_shard_iterator };
+            iterator = if out.records().is_empty() {
+                None
+            } else {
+                out.next_shard_iterator
+            };
         }
         println!("Consumed {in_shard} user records from {}", shard.shard_id());
         for sample in samples {
@@ -115,13 +125,4 @@ async fn run(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<
     anyhow::ensure!(total == RECORDS, "consumed {total} of {RECORDS} records");
     println!("All {RECORDS} records came back.");
     Ok(())
-}
-
-fn shard_for(shards: &[Shard], hash: u128) -> Option<String> {
-    shards.iter().find_map(|shard| {
-        let range = shard.hash_key_range()?;
-        let start: u128 = range.starting_hash_key().parse().ok()?;
-        let end: u128 = range.ending_hash_key().parse().ok()?;
-        (start..=end).contains(&hash).then(|| shard.shard_id().to_owned())
-    })
 }

@@ -32,16 +32,25 @@ impl Backend {
     pub async fn from_args() -> anyhow::Result<Self> {
         if std::env::args().any(|arg| arg == "--use-env") {
             let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-            return Ok(Self { sdk_config, local: None });
+            return Ok(Self {
+                sdk_config,
+                local: None,
+            });
         }
         let local = LocalAws::start().await?;
-        Ok(Self { sdk_config: local.sdk_config().clone(), local: Some(local) })
+        Ok(Self {
+            sdk_config: local.sdk_config().clone(),
+            local: Some(local),
+        })
     }
 
     /// A short description for the example's output.
     pub fn describe(&self) -> String {
         match &self.local {
-            Some(local) => format!("embedded back ends (Kinesis at {})", local.endpoints().kinesis),
+            Some(local) => format!(
+                "embedded back ends (Kinesis at {})",
+                local.endpoints().kinesis
+            ),
             None => "the standard AWS configuration (--use-env)".to_owned(),
         }
     }

@@ -25,7 +25,11 @@ pub struct LocalAwsOptions {
 
 impl Default for LocalAwsOptions {
     fn default() -> Self {
-        Self { enforce_kinesis_limits: false, iterator_ttl_seconds: 300, shard_limit: 1000 }
+        Self {
+            enforce_kinesis_limits: false,
+            iterator_ttl_seconds: 300,
+            shard_limit: 1000,
+        }
     }
 }
 
@@ -53,7 +57,9 @@ pub struct LocalAws {
 
 impl std::fmt::Debug for LocalAws {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalAws").field("endpoints", &self.endpoints).finish_non_exhaustive()
+        f.debug_struct("LocalAws")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +80,10 @@ impl LocalAws {
         let s3_root = tempfile::Builder::new()
             .prefix("local-s3-")
             .tempdir()
-            .map_err(|source| Error::Io { what: "creating the S3 directory", source })?;
+            .map_err(|source| Error::Io {
+                what: "creating the S3 directory",
+                source,
+            })?;
         let (s3_addr, task) = start_s3(s3_root.path(), signal.clone()).await?;
         servers.push(task);
 
@@ -88,7 +97,14 @@ impl LocalAws {
         };
         let sdk_config = endpoints.sdk_config();
         tracing::debug!(?endpoints, "embedded AWS back ends started");
-        Ok(Self { endpoints, sdk_config, kinesis_store, shutdown, servers, s3_root })
+        Ok(Self {
+            endpoints,
+            sdk_config,
+            kinesis_store,
+            shutdown,
+            servers,
+            s3_root,
+        })
     }
 
     /// The configuration to build any AWS client from.
@@ -146,7 +162,9 @@ impl Drop for LocalAws {
 
 /// An S3 client for `sdk_config` with path-style addressing.
 pub fn s3_client(sdk_config: &SdkConfig) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(sdk_config).force_path_style(true).build();
+    let config = aws_sdk_s3::config::Builder::from(sdk_config)
+        .force_path_style(true)
+        .build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
@@ -154,7 +172,9 @@ async fn bind(what: &'static str) -> Result<(TcpListener, SocketAddr), Error> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| Error::Io { what, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io { what, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Io { what, source })?;
     Ok((listener, addr))
 }
 
@@ -179,18 +199,27 @@ async fn start_kinesis(
     // axum's default 2 MiB body limit would refuse a full 5 MiB PutRecords.
     let app = app.layer(axum::extract::DefaultBodyLimit::max(7 << 20));
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped(signal)).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(signal))
+            .await
+        {
             tracing::error!(%error, "embedded Kinesis stopped");
         }
     });
     Ok((addr, store, task))
 }
 
-async fn start_s3(root: &Path, signal: watch::Receiver<bool>) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+async fn start_s3(
+    root: &Path,
+    signal: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), Error> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder as ConnBuilder;
 
-    let fs = s3s_fs::FileSystem::new(root).map_err(|e| Error::Start { service: "S3", message: format!("{e:?}") })?;
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| Error::Start {
+        service: "S3",
+        message: format!("{e:?}"),
+    })?;
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(
         crate::endpoints::ACCESS_KEY_ID,
@@ -213,7 +242,9 @@ async fn start_s3(root: &Path, signal: watch::Receiver<bool>) -> Result<(SocketA
                 },
                 () = &mut stop => break,
             };
-            let connection = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            let connection = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -224,11 +255,18 @@ async fn start_s3(root: &Path, signal: watch::Receiver<bool>) -> Result<(SocketA
     Ok((addr, task))
 }
 
-async fn start_dynamodb(signal: watch::Receiver<bool>) -> Result<(SocketAddr, JoinHandle<()>), Error> {
-    let db = dynoxide::Database::memory().map_err(|e| Error::Start { service: "DynamoDB", message: e.to_string() })?;
+async fn start_dynamodb(
+    signal: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+    let db = dynoxide::Database::memory().map_err(|e| Error::Start {
+        service: "DynamoDB",
+        message: e.to_string(),
+    })?;
     let (listener, addr) = bind("binding the DynamoDB port").await?;
     let task = tokio::spawn(async move {
-        if let Err(message) = dynoxide::server::serve_with_shutdown(listener, db, stopped(signal)).await {
+        if let Err(message) =
+            dynoxide::server::serve_with_shutdown(listener, db, stopped(signal)).await
+        {
             tracing::error!(%message, "embedded DynamoDB stopped");
         }
     });

@@ -34,9 +34,15 @@ impl Endpoints {
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "local-aws"),
-            ))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                    ACCESS_KEY_ID,
+                    SECRET_ACCESS_KEY,
+                    None,
+                    None,
+                    "local-aws",
+                )),
+            )
             .service_config(self.clone())
             .build()
     }

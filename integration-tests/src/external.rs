@@ -36,13 +36,21 @@ impl ExternalAws {
             check_reachable(service, &url).await?;
             urls.push(url);
         }
-        let [kinesis, s3, dynamodb] = <[String; 3]>::try_from(urls).map_err(|_| Error::ExternalNotRunning {
-            service: "all",
-            detail: "endpoint list".into(),
-        })?;
-        let endpoints = Endpoints { kinesis, s3, dynamodb };
+        let [kinesis, s3, dynamodb] =
+            <[String; 3]>::try_from(urls).map_err(|_| Error::ExternalNotRunning {
+                service: "all",
+                detail: "endpoint list".into(),
+            })?;
+        let endpoints = Endpoints {
+            kinesis,
+            s3,
+            dynamodb,
+        };
         let sdk_config = endpoints.sdk_config();
-        Ok(Self { endpoints, sdk_config })
+        Ok(Self {
+            endpoints,
+            sdk_config,
+        })
     }
 
     /// The configuration to build any AWS client from.
@@ -80,7 +88,12 @@ async fn check_reachable(service: &'static str, url: &str) -> Result<(), Error> 
         .unwrap_or_default()
         .to_owned();
     let not_running = |detail: String| Error::ExternalNotRunning { service, detail };
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(&authority)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(&authority),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(not_running(format!("{url}: {e}"))),
         Err(_) => Err(not_running(format!("{url}: connect timed out"))),

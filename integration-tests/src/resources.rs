@@ -20,11 +20,19 @@ use crate::Error;
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
+    format!(
+        "{prefix}-{}-{n}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
 }
 
 /// Creates a stream with `shards` shards and waits until it is ACTIVE.
-pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) -> Result<(), Error> {
+pub async fn create_stream(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shards: i32,
+) -> Result<(), Error> {
     client
         .create_stream()
         .stream_name(name)
@@ -44,7 +52,9 @@ pub async fn wait_for_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Re
             .send()
             .await
             .map_err(|e| Error::aws("DescribeStreamSummary", e))?;
-        if out.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+        if out.stream_description_summary().map(|s| s.stream_status())
+            == Some(&StreamStatus::Active)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,7 +72,12 @@ pub async fn delete_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Resu
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(Error::aws("DeleteStream", e)),
     }
 }
@@ -80,7 +95,11 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<()
 
 /// Deletes every object of a bucket, then the bucket.
 pub async fn delete_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), Error> {
-    let mut pages = client.list_objects_v2().bucket(name).into_paginator().send();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(name)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| Error::aws("ListObjectsV2", e))?;
         for object in page.contents() {
@@ -108,7 +127,12 @@ pub async fn delete_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<()
 pub async fn delete_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), Error> {
     match client.delete_table().table_name(name).send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(Error::aws("DeleteTable", e)),
     }
 }

@@ -91,7 +91,9 @@ impl RecordError {
     /// The record that failed, when available.
     pub fn record(&self) -> Option<&UserRecord> {
         match self {
-            RecordError::Expired { record, .. } | RecordError::Failed { record, .. } => Some(record),
+            RecordError::Expired { record, .. } | RecordError::Failed { record, .. } => {
+                Some(record)
+            }
             RecordError::ProducerStopped { record } => record.as_deref(),
         }
     }
@@ -99,7 +101,9 @@ impl RecordError {
     /// The attempts made.
     pub fn attempts(&self) -> &[Attempt] {
         match self {
-            RecordError::Expired { attempts, .. } | RecordError::Failed { attempts, .. } => attempts,
+            RecordError::Expired { attempts, .. } | RecordError::Failed { attempts, .. } => {
+                attempts
+            }
             RecordError::ProducerStopped { .. } => &[],
         }
     }

@@ -57,10 +57,7 @@ mod tests {
     #[test]
     fn known_md5_hash() {
         // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
-        assert_eq!(
-            partition_key_hash("a"),
-            0x0cc175b9c0f1b6a831c399e269772661
-        );
+        assert_eq!(partition_key_hash("a"), 0x0cc175b9c0f1b6a831c399e269772661);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod aggregation;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod hash_key;

@@ -49,8 +49,14 @@ impl ShardLimiter {
         let records = SHARD_RECORDS_PER_SEC * scale;
         let bytes = SHARD_BYTES_PER_SEC * scale;
         Self {
-            records: Bucket { tokens: records, rate: records },
-            bytes: Bucket { tokens: bytes, rate: bytes },
+            records: Bucket {
+                tokens: records,
+                rate: records,
+            },
+            bytes: Bucket {
+                tokens: bytes,
+                rate: bytes,
+            },
             min_byte_capacity: max_record_bytes as f64,
             factor: 1.0,
             last_refill: now,
@@ -59,7 +65,9 @@ impl ShardLimiter {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last_refill).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.last_refill)
+            .as_secs_f64();
         if elapsed <= 0.0 {
             return;
         }
@@ -73,8 +81,10 @@ impl ShardLimiter {
         // Capacity is one second of the current rate: a short burst at most.
         let records_cap = (self.records.rate * self.factor).max(1.0);
         let bytes_cap = (self.bytes.rate * self.factor).max(self.min_byte_capacity);
-        self.records.tokens = (self.records.tokens + self.records.rate * self.factor * elapsed).min(records_cap);
-        self.bytes.tokens = (self.bytes.tokens + self.bytes.rate * self.factor * elapsed).min(bytes_cap);
+        self.records.tokens =
+            (self.records.tokens + self.records.rate * self.factor * elapsed).min(records_cap);
+        self.bytes.tokens =
+            (self.bytes.tokens + self.bytes.rate * self.factor * elapsed).min(bytes_cap);
     }
 
     /// Takes one record of `bytes` bytes if both buckets allow it now.
@@ -150,7 +160,10 @@ mod tests {
         let mut limiter = ShardLimiter::new(150, 1024, start);
         limiter.on_throttle(start);
         limiter.on_throttle(start + Duration::from_millis(10));
-        assert!((limiter.factor() - 0.75).abs() < 1e-9, "second throttle within the hold is ignored");
+        assert!(
+            (limiter.factor() - 0.75).abs() < 1e-9,
+            "second throttle within the hold is ignored"
+        );
         limiter.on_throttle(start + Duration::from_secs(1));
         assert!(limiter.factor() < 0.6);
         limiter.try_take(1, start + Duration::from_secs(30));

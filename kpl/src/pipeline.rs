@@ -75,8 +75,14 @@ pub(crate) struct Request {
 /// What Kinesis answered for one entry.
 #[derive(Debug, Clone)]
 pub(crate) enum EntryOutcome {
-    Put { sequence_number: String, shard_id: String },
-    Failed { code: String, message: String },
+    Put {
+        sequence_number: String,
+        shard_id: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// What became of a whole request.
@@ -85,7 +91,11 @@ pub(crate) enum RequestOutcome {
     /// The call returned; one outcome per entry, in order.
     Entries(Vec<EntryOutcome>),
     /// The call failed as a whole.
-    Failed { code: String, message: String, retryable: bool },
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// Entry-level error codes that retrying cannot fix.
@@ -185,7 +195,9 @@ impl Core {
     /// Installs a freshly loaded shard map. Records buffered for shards that
     /// are no longer open are re-routed.
     pub fn set_shard_map(&mut self, stream: &str, map: ShardMap, now: Instant) {
-        let Some(state) = self.streams.get_mut(stream) else { return };
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
         if state.map.as_deref() == Some(&map) {
             return;
         }
@@ -233,25 +245,38 @@ impl Core {
                 })
             }
         };
-        let shard_id = state
-            .map
-            .as_ref()
-            .and_then(|map| map.shard_for(pending.hash_key).map(|i| map.shard_id(i).clone()));
+        let shard_id = state.map.as_ref().and_then(|map| {
+            map.shard_for(pending.hash_key)
+                .map(|i| map.shard_id(i).clone())
+        });
         let Some(shard_id) = shard_id else {
             // No map yet (or a hash key in a gap of a stale one): send alone
             // rather than wait; Kinesis routes it by its own keys.
             state.map_wanted |= state.map.is_some();
             let entry = single_entry(pending, None);
-            collect(&mut state.collector, entry, now, self.collection_delay, config);
+            collect(
+                &mut state.collector,
+                entry,
+                now,
+                self.collection_delay,
+                config,
+            );
             return;
         };
-        let shard = state.shards.entry(shard_id.clone()).or_insert_with(|| ShardState {
-            aggregator: AggregateBuilder::new(),
-            pendings: Vec::new(),
-            deadline: None,
-            queue: VecDeque::new(),
-            limiter: ShardLimiter::new(config.rate_limit, config.max_user_record_size + 1024, now),
-        });
+        let shard = state
+            .shards
+            .entry(shard_id.clone())
+            .or_insert_with(|| ShardState {
+                aggregator: AggregateBuilder::new(),
+                pendings: Vec::new(),
+                deadline: None,
+                queue: VecDeque::new(),
+                limiter: ShardLimiter::new(
+                    config.rate_limit,
+                    config.max_user_record_size + 1024,
+                    now,
+                ),
+            });
         if !config.aggregation_enabled {
             shard.queue.push_back(single_entry(pending, Some(shard_id)));
             return;
@@ -266,9 +291,11 @@ impl Core {
             );
         if !fits {
             flush_aggregator(shard, &shard_id);
-            shard
-                .aggregator
-                .add(record.partition_key(), record.explicit_hash_key(), record.data());
+            shard.aggregator.add(
+                record.partition_key(),
+                record.explicit_hash_key(),
+                record.data(),
+            );
         }
         let deadline = (pending.arrival + config.record_max_buffered_time).min(pending.expires);
         shard.deadline = Some(shard.deadline.map_or(deadline, |d| d.min(deadline)));
@@ -325,7 +352,9 @@ impl Core {
                 while let Some(entry) = shard.queue.front() {
                     if entry.earliest_expiry().is_some_and(|e| e <= now) {
                         // Split: expired records fail, the rest are re-aggregated.
-                        let Some(entry) = shard.queue.pop_front() else { break };
+                        let Some(entry) = shard.queue.pop_front() else {
+                            break;
+                        };
                         for pending in entry.pendings {
                             if pending.expires <= now {
                                 expired.push(pending);
@@ -338,8 +367,16 @@ impl Core {
                     if !shard.limiter.try_take(entry.size(), now) {
                         break;
                     }
-                    let Some(entry) = shard.queue.pop_front() else { break };
-                    collect(&mut state.collector, entry, now, self.collection_delay, &config);
+                    let Some(entry) = shard.queue.pop_front() else {
+                        break;
+                    };
+                    collect(
+                        &mut state.collector,
+                        entry,
+                        now,
+                        self.collection_delay,
+                        &config,
+                    );
                     if let Some(request) = take_full(&mut state.collector, &state.name, &config) {
                         self.ready.push_back(request);
                     }
@@ -399,25 +436,61 @@ impl Core {
             RequestOutcome::Entries(results) if results.len() == request.entries.len() => {
                 for (entry, result) in request.entries.into_iter().zip(results) {
                     match result {
-                        EntryOutcome::Put { sequence_number, shard_id } => {
-                            self.on_put(&stream, entry, &sequence_number, &shard_id, started, duration)
-                        }
+                        EntryOutcome::Put {
+                            sequence_number,
+                            shard_id,
+                        } => self.on_put(
+                            &stream,
+                            entry,
+                            &sequence_number,
+                            &shard_id,
+                            started,
+                            duration,
+                        ),
                         EntryOutcome::Failed { code, message } => {
                             let retryable = !PERMANENT_ENTRY_ERRORS.contains(&code.as_str());
-                            self.on_failure(&stream, entry, code, message, retryable, started, duration, now);
+                            self.on_failure(
+                                &stream, entry, code, message, retryable, started, duration, now,
+                            );
                         }
                     }
                 }
             }
             RequestOutcome::Entries(results) => {
-                let message = format!("{} results for {} records", results.len(), request.entries.len());
+                let message = format!(
+                    "{} results for {} records",
+                    results.len(),
+                    request.entries.len()
+                );
                 for entry in request.entries {
-                    self.on_failure(&stream, entry, "InvalidResponse".into(), message.clone(), true, started, duration, now);
+                    self.on_failure(
+                        &stream,
+                        entry,
+                        "InvalidResponse".into(),
+                        message.clone(),
+                        true,
+                        started,
+                        duration,
+                        now,
+                    );
                 }
             }
-            RequestOutcome::Failed { code, message, retryable } => {
+            RequestOutcome::Failed {
+                code,
+                message,
+                retryable,
+            } => {
                 for entry in request.entries {
-                    self.on_failure(&stream, entry, code.clone(), message.clone(), retryable, started, duration, now);
+                    self.on_failure(
+                        &stream,
+                        entry,
+                        code.clone(),
+                        message.clone(),
+                        retryable,
+                        started,
+                        duration,
+                        now,
+                    );
                 }
             }
         }
@@ -457,7 +530,8 @@ impl Core {
                 attempts: std::mem::take(&mut pending.attempts),
             };
             metrics::counter!(m::USER_RECORDS_PUT).increment(1);
-            metrics::histogram!(m::BUFFERING_TIME).record(started.saturating_duration_since(pending.arrival));
+            metrics::histogram!(m::BUFFERING_TIME)
+                .record(started.saturating_duration_since(pending.arrival));
             self.complete(pending, Ok(result));
         }
     }
@@ -486,7 +560,10 @@ impl Core {
             pending.attempts.push(Attempt {
                 delay: started.saturating_duration_since(pending.since),
                 duration,
-                error: Some(AttemptError { code: code.clone(), message: message.clone() }),
+                error: Some(AttemptError {
+                    code: code.clone(),
+                    message: message.clone(),
+                }),
             });
             pending.since = now;
             if !retryable {
@@ -547,8 +624,9 @@ impl Core {
         // A waiter with boundary `b` is done when no record of an epoch
         // before `b` is outstanding.
         let oldest = self.epochs.keys().next().copied().unwrap_or(u64::MAX);
-        let (done, waiting): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.flush_waiters).into_iter().partition(|(boundary, _)| *boundary <= oldest);
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .partition(|(boundary, _)| *boundary <= oldest);
         self.flush_waiters = waiting;
         for (_, waiter) in done {
             let _ = waiter.send(());
@@ -591,18 +669,36 @@ fn single_entry(pending: Pending, shard: Option<Arc<str>>) -> Entry {
         data: record.data().clone(),
         user_records: 1,
     };
-    Entry { record: kinesis, pendings: vec![pending], shard, aggregated: false }
+    Entry {
+        record: kinesis,
+        pendings: vec![pending],
+        shard,
+        aggregated: false,
+    }
 }
 
 fn flush_aggregator(shard: &mut ShardState, shard_id: &Arc<str>) {
     shard.deadline = None;
-    let Some(record) = shard.aggregator.take() else { return };
+    let Some(record) = shard.aggregator.take() else {
+        return;
+    };
     let pendings = std::mem::take(&mut shard.pendings);
     let aggregated = record.user_records > 1;
-    shard.queue.push_back(Entry { record, pendings, shard: Some(shard_id.clone()), aggregated });
+    shard.queue.push_back(Entry {
+        record,
+        pendings,
+        shard: Some(shard_id.clone()),
+        aggregated,
+    });
 }
 
-fn collect(collector: &mut Collector, entry: Entry, now: Instant, delay: Duration, config: &ProducerConfig) {
+fn collect(
+    collector: &mut Collector,
+    entry: Entry,
+    now: Instant,
+    delay: Duration,
+    config: &ProducerConfig,
+) {
     let size = entry.size();
     collector.bytes += size;
     if let Some(shard) = &entry.shard {
@@ -616,8 +712,14 @@ fn collect(collector: &mut Collector, entry: Entry, now: Instant, delay: Duratio
 }
 
 /// A request of the collector's first entries if it holds a full one.
-fn take_full(collector: &mut Collector, stream: &Arc<str>, config: &ProducerConfig) -> Option<Request> {
-    if collector.entries.len() < config.collection_max_count && collector.bytes < config.collection_max_size {
+fn take_full(
+    collector: &mut Collector,
+    stream: &Arc<str>,
+    config: &ProducerConfig,
+) -> Option<Request> {
+    if collector.entries.len() < config.collection_max_count
+        && collector.bytes < config.collection_max_size
+    {
         return None;
     }
     // Take the longest prefix within both limits (at least one entry).
@@ -625,7 +727,9 @@ fn take_full(collector: &mut Collector, stream: &Arc<str>, config: &ProducerConf
     let mut bytes = 0;
     for entry in &collector.entries {
         let size = entry.size();
-        if count == config.collection_max_count || (count > 0 && bytes + size > config.collection_max_size) {
+        if count == config.collection_max_count
+            || (count > 0 && bytes + size > config.collection_max_size)
+        {
             break;
         }
         count += 1;
@@ -635,7 +739,11 @@ fn take_full(collector: &mut Collector, stream: &Arc<str>, config: &ProducerConf
     let entries = std::mem::replace(&mut collector.entries, rest);
     collector.bytes -= bytes;
     recount(collector);
-    Some(Request { stream: stream.clone(), entries, started: None })
+    Some(Request {
+        stream: stream.clone(),
+        entries,
+        started: None,
+    })
 }
 
 fn take_request(collector: &mut Collector, stream: &Arc<str>) -> Request {
@@ -644,7 +752,11 @@ fn take_request(collector: &mut Collector, stream: &Arc<str>) -> Request {
     collector.shard_bytes.clear();
     collector.triggered = false;
     collector.deadline = None;
-    Request { stream: stream.clone(), entries, started: None }
+    Request {
+        stream: stream.clone(),
+        entries,
+        started: None,
+    }
 }
 
 fn recount(collector: &mut Collector) {

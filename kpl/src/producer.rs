@@ -128,7 +128,12 @@ impl ProducerBuilder {
         validate(&self.config)?;
         let config = Arc::new(self.config);
         let (commands, receiver) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(Core::new(config.clone()), client, receiver, config.clone()));
+        let driver = tokio::spawn(drive(
+            Core::new(config.clone()),
+            client,
+            receiver,
+            config.clone(),
+        ));
         Ok(Producer {
             shared: Arc::new(Shared {
                 records: Arc::new(Semaphore::new(config.max_outstanding_records)),
@@ -156,8 +161,12 @@ fn validate(config: &ProducerConfig) -> Result<(), BuildError> {
     if config.aggregation_max_count == 0 || config.max_connections == 0 || config.rate_limit == 0 {
         return invalid("aggregation_max_count, max_connections and rate_limit must be positive");
     }
-    if config.max_outstanding_records == 0 || config.max_outstanding_bytes < config.max_user_record_size {
-        return invalid("max_outstanding_records must be positive and max_outstanding_bytes at least max_user_record_size");
+    if config.max_outstanding_records == 0
+        || config.max_outstanding_bytes < config.max_user_record_size
+    {
+        return invalid(
+            "max_outstanding_records must be positive and max_outstanding_bytes at least max_user_record_size",
+        );
     }
     if config.max_user_record_size > 1_048_576 || config.max_user_record_size == 0 {
         return invalid("max_user_record_size must be within 1..=1048576");
@@ -180,14 +189,21 @@ impl Producer {
     pub async fn add_user_record(&self, record: UserRecord) -> Result<PendingResult, AddError> {
         record.validate(self.shared.config.max_user_record_size)?;
         let shared = &self.shared;
-        let closed = |record: UserRecord| AddError::ShutDown { record: Box::new(record) };
+        let closed = |record: UserRecord| AddError::ShutDown {
+            record: Box::new(record),
+        };
         if shared.closed.load(Ordering::Acquire) {
             return Err(closed(record));
         }
         let Ok(records) = shared.records.clone().acquire_owned().await else {
             return Err(closed(record));
         };
-        let Ok(bytes) = shared.bytes.clone().acquire_many_owned(byte_permits(&record)).await else {
+        let Ok(bytes) = shared
+            .bytes
+            .clone()
+            .acquire_many_owned(byte_permits(&record))
+            .await
+        else {
             return Err(closed(record));
         };
         self.enqueue(record, records, bytes)
@@ -200,7 +216,9 @@ impl Producer {
         record.validate(self.shared.config.max_user_record_size)?;
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
-            return Err(AddError::ShutDown { record: Box::new(record) });
+            return Err(AddError::ShutDown {
+                record: Box::new(record),
+            });
         }
         let full = |record: UserRecord| AddError::BufferFull {
             record: Box::new(record),
@@ -209,7 +227,11 @@ impl Producer {
         let Ok(records) = shared.records.clone().try_acquire_owned() else {
             return Err(full(record));
         };
-        let Ok(bytes) = shared.bytes.clone().try_acquire_many_owned(byte_permits(&record)) else {
+        let Ok(bytes) = shared
+            .bytes
+            .clone()
+            .try_acquire_many_owned(byte_permits(&record))
+        else {
             return Err(full(record));
         };
         self.enqueue(record, records, bytes)
@@ -344,7 +366,9 @@ async fn drive(
             }
         }
         while requests.len() < config.max_connections {
-            let Some(mut request) = core.take_request() else { break };
+            let Some(mut request) = core.take_request() else {
+                break;
+            };
             request.started = Some(Instant::now());
             metrics::counter!(m::REQUESTS).increment(1);
             let client = client.clone();
@@ -430,7 +454,10 @@ fn apply(core: &mut Core, command: Command) -> bool {
 /// Loads a stream's shard map, retrying with backoff (1 s to 30 s) a few
 /// times; `None` if it still fails (records then go unaggregated and the map
 /// is retried at the next refresh).
-async fn load_shard_map(client: aws_sdk_kinesis::Client, stream: Arc<str>) -> (Arc<str>, Option<ShardMap>) {
+async fn load_shard_map(
+    client: aws_sdk_kinesis::Client,
+    stream: Arc<str>,
+) -> (Arc<str>, Option<ShardMap>) {
     let mut delay = Duration::from_secs(1);
     for attempt in 1..=5 {
         match list_shards(&client, &stream).await {
@@ -447,7 +474,11 @@ async fn load_shard_map(client: aws_sdk_kinesis::Client, stream: Arc<str>) -> (A
 }
 
 /// Sends one PutRecords call and classifies what came back.
-async fn put_records(client: &aws_sdk_kinesis::Client, request: &Request, timeout: Duration) -> RequestOutcome {
+async fn put_records(
+    client: &aws_sdk_kinesis::Client,
+    request: &Request,
+    timeout: Duration,
+) -> RequestOutcome {
     let mut entries = Vec::with_capacity(request.entries.len());
     for entry in &request.entries {
         let built = PutRecordsRequestEntry::builder()
@@ -479,26 +510,39 @@ async fn put_records(client: &aws_sdk_kinesis::Client, request: &Request, timeou
         },
         Ok(Err(error)) => {
             let code = error.code().unwrap_or("TransportError").to_owned();
-            let mut message = error.message().map(str::to_owned).unwrap_or_else(|| error.to_string());
+            let mut message = error
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| error.to_string());
             if let Some(source) = std::error::Error::source(&error) {
                 message = format!("{message}: {source}");
             }
             let retryable = !PERMANENT_REQUEST_ERRORS.contains(&code.as_str());
-            RequestOutcome::Failed { code, message, retryable }
+            RequestOutcome::Failed {
+                code,
+                message,
+                retryable,
+            }
         }
         Ok(Ok(output)) => RequestOutcome::Entries(
             output
                 .records()
                 .iter()
-                .map(|result| match (result.error_code(), result.sequence_number(), result.shard_id()) {
-                    (None, Some(sequence_number), Some(shard_id)) => EntryOutcome::Put {
-                        sequence_number: sequence_number.to_owned(),
-                        shard_id: shard_id.to_owned(),
-                    },
-                    (code, _, _) => EntryOutcome::Failed {
-                        code: code.unwrap_or("MissingResult").to_owned(),
-                        message: result.error_message().unwrap_or_default().to_owned(),
-                    },
+                .map(|result| {
+                    match (
+                        result.error_code(),
+                        result.sequence_number(),
+                        result.shard_id(),
+                    ) {
+                        (None, Some(sequence_number), Some(shard_id)) => EntryOutcome::Put {
+                            sequence_number: sequence_number.to_owned(),
+                            shard_id: shard_id.to_owned(),
+                        },
+                        (code, _, _) => EntryOutcome::Failed {
+                            code: code.unwrap_or("MissingResult").to_owned(),
+                            message: result.error_message().unwrap_or_default().to_owned(),
+                        },
+                    }
                 })
                 .collect(),
         ),

@@ -28,7 +28,11 @@ pub struct UserRecord {
 
 impl UserRecord {
     /// A record for `stream` with a partition key and a payload.
-    pub fn new(stream: impl Into<String>, partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+    pub fn new(
+        stream: impl Into<String>,
+        partition_key: impl Into<String>,
+        data: impl Into<Bytes>,
+    ) -> Self {
         Self {
             stream: stream.into(),
             partition_key: partition_key.into(),
@@ -52,7 +56,10 @@ impl UserRecord {
     /// assert!(kpl::UserRecord::new("s", "pk", "x").with_explicit_hash_key_str("-1").is_err());
     /// # Ok::<(), kpl::ValidationError>(())
     /// ```
-    pub fn with_explicit_hash_key_str(self, explicit_hash_key: &str) -> Result<Self, ValidationError> {
+    pub fn with_explicit_hash_key_str(
+        self,
+        explicit_hash_key: &str,
+    ) -> Result<Self, ValidationError> {
         Ok(self.with_explicit_hash_key(parse_explicit_hash_key(explicit_hash_key)?))
     }
 
@@ -96,7 +103,10 @@ impl UserRecord {
             return Err(ValidationError::PartitionKeyLength { chars });
         }
         if self.size() > max_size {
-            return Err(ValidationError::RecordTooLarge { size: self.size(), max: max_size });
+            return Err(ValidationError::RecordTooLarge {
+                size: self.size(),
+                max: max_size,
+            });
         }
         Ok(())
     }
@@ -159,10 +169,16 @@ mod tests {
             Err(ValidationError::PartitionKeyLength { chars: 257 })
         );
         // 256 two-byte characters are fine: the limit is in characters.
-        assert_eq!(UserRecord::new("s", "é".repeat(256), "x").validate(10_000), Ok(()));
+        assert_eq!(
+            UserRecord::new("s", "é".repeat(256), "x").validate(10_000),
+            Ok(())
+        );
         assert_eq!(
             UserRecord::new("s", "kk", vec![0; 99]).validate(100),
-            Err(ValidationError::RecordTooLarge { size: 101, max: 100 })
+            Err(ValidationError::RecordTooLarge {
+                size: 101,
+                max: 100
+            })
         );
     }
 }

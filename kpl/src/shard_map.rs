@@ -10,8 +10,8 @@ use aws_sdk_kinesis::types::Shard;
 /// ```
 /// use kpl::shard_map::ShardMap;
 /// let map = ShardMap::from_ranges([("shardId-1", 0, 99), ("shardId-0", 100, u128::MAX)]).unwrap();
-/// assert_eq!(map.shard_id(map.shard_for(5).unwrap()), "shardId-1");
-/// assert_eq!(map.shard_id(map.shard_for(100).unwrap()), "shardId-0");
+/// assert_eq!(&**map.shard_id(map.shard_for(5).unwrap()), "shardId-1");
+/// assert_eq!(&**map.shard_id(map.shard_for(100).unwrap()), "shardId-0");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
@@ -35,7 +35,9 @@ pub enum ShardMapError {
 
 impl ShardMap {
     /// Builds the map from `(shard id, starting hash key, ending hash key)`.
-    pub fn from_ranges<'a>(ranges: impl IntoIterator<Item = (&'a str, u128, u128)>) -> Result<Self, ShardMapError> {
+    pub fn from_ranges<'a>(
+        ranges: impl IntoIterator<Item = (&'a str, u128, u128)>,
+    ) -> Result<Self, ShardMapError> {
         let mut shards: Vec<_> = ranges
             .into_iter()
             .map(|(id, start, end)| (end, start, Arc::<str>::from(id)))
@@ -52,11 +54,16 @@ impl ShardMap {
     pub fn from_shards(shards: &[Shard]) -> Result<Self, ShardMapError> {
         let mut ranges = Vec::new();
         for shard in shards {
-            let open = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none();
+            let open = shard
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none();
             if !open {
                 continue;
             }
-            let invalid = || ShardMapError::InvalidRange { shard_id: shard.shard_id().to_owned() };
+            let invalid = || ShardMapError::InvalidRange {
+                shard_id: shard.shard_id().to_owned(),
+            };
             let range = shard.hash_key_range().ok_or_else(invalid)?;
             let start = range.starting_hash_key().parse().map_err(|_| invalid())?;
             let end = range.ending_hash_key().parse().map_err(|_| invalid())?;
@@ -124,12 +131,26 @@ mod tests {
 
     #[test]
     fn lookup_with_gaps_and_bounds() {
-        let map = ShardMap::from_ranges([("b", 50, 99), ("a", 0, 9), ("c", 100, u128::MAX)]).unwrap();
-        assert_eq!(map.shard_for(0).map(|i| map.shard_id(i).to_string()), Some("a".into()));
-        assert_eq!(map.shard_for(9).map(|i| map.shard_id(i).to_string()), Some("a".into()));
+        let map =
+            ShardMap::from_ranges([("b", 50, 99), ("a", 0, 9), ("c", 100, u128::MAX)]).unwrap();
+        assert_eq!(
+            map.shard_for(0).map(|i| map.shard_id(i).to_string()),
+            Some("a".into())
+        );
+        assert_eq!(
+            map.shard_for(9).map(|i| map.shard_id(i).to_string()),
+            Some("a".into())
+        );
         assert_eq!(map.shard_for(10), None, "gap between ranges");
-        assert_eq!(map.shard_for(50).map(|i| map.shard_id(i).to_string()), Some("b".into()));
-        assert_eq!(map.shard_for(u128::MAX).map(|i| map.shard_id(i).to_string()), Some("c".into()));
+        assert_eq!(
+            map.shard_for(50).map(|i| map.shard_id(i).to_string()),
+            Some("b".into())
+        );
+        assert_eq!(
+            map.shard_for(u128::MAX)
+                .map(|i| map.shard_id(i).to_string()),
+            Some("c".into())
+        );
         assert!(ShardMap::from_ranges([]).is_err());
     }
 }

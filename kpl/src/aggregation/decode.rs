@@ -88,7 +88,12 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
     if aggregate.records.is_empty() {
         return Err(NotAggregated::Empty);
     }
-    let lookup = |table: &[String], index: u64| usize::try_from(index).ok().and_then(|i| table.get(i)).cloned();
+    let lookup = |table: &[String], index: u64| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| table.get(i))
+            .cloned()
+    };
     aggregate
         .records
         .into_iter()
@@ -123,7 +128,11 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
 /// assert_eq!(users.len(), 1);
 /// assert!(!users[0].aggregated);
 /// ```
-pub fn deaggregate(partition_key: &str, explicit_hash_key: Option<&str>, data: Bytes) -> Vec<DeaggregatedRecord> {
+pub fn deaggregate(
+    partition_key: &str,
+    explicit_hash_key: Option<&str>,
+    data: Bytes,
+) -> Vec<DeaggregatedRecord> {
     match decode_aggregate(&data) {
         Ok(records) => records,
         Err(_) => vec![DeaggregatedRecord {

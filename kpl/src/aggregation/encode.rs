@@ -121,7 +121,12 @@ impl AggregateBuilder {
     }
 
     /// Exact size the aggregate would have with this record added.
-    pub fn size_with(&self, partition_key: &str, explicit_hash_key: Option<u128>, data_len: usize) -> usize {
+    pub fn size_with(
+        &self,
+        partition_key: &str,
+        explicit_hash_key: Option<u128>,
+        data_len: usize,
+    ) -> usize {
         let addition = self.plan(partition_key, explicit_hash_key, data_len);
         AGGREGATE_OVERHEAD
             + self.partition_key_table.len()
@@ -198,9 +203,15 @@ impl AggregateBuilder {
         Some(record)
     }
 
-    fn plan(&self, partition_key: &str, explicit_hash_key: Option<u128>, data_len: usize) -> Addition {
+    fn plan(
+        &self,
+        partition_key: &str,
+        explicit_hash_key: Option<u128>,
+        data_len: usize,
+    ) -> Addition {
         let mut added_bytes = 0;
-        let (partition_key_index, new_partition_key) = match self.partition_keys.get(partition_key) {
+        let (partition_key_index, new_partition_key) = match self.partition_keys.get(partition_key)
+        {
             Some(&index) => (index, false),
             None => {
                 added_bytes += table_entry_len(partition_key.len());
@@ -217,8 +228,11 @@ impl AggregateBuilder {
                 }
             },
         };
-        let mut inner_len =
-            1 + encoded_len_varint(partition_key_index) + 1 + encoded_len_varint(data_len as u64) + data_len;
+        let mut inner_len = 1
+            + encoded_len_varint(partition_key_index)
+            + 1
+            + encoded_len_varint(data_len as u64)
+            + data_len;
         if let Some(index) = explicit_hash_key_index {
             inner_len += 1 + encoded_len_varint(index);
         }
@@ -233,15 +247,32 @@ impl AggregateBuilder {
         }
     }
 
-    fn apply(&mut self, addition: Addition, partition_key: &str, explicit_hash_key: Option<u128>, data: &Bytes) {
+    fn apply(
+        &mut self,
+        addition: Addition,
+        partition_key: &str,
+        explicit_hash_key: Option<u128>,
+        data: &Bytes,
+    ) {
         if addition.new_partition_key {
-            push_table_entry(&mut self.partition_key_table, KEY_PARTITION_KEY_TABLE, partition_key.as_bytes());
-            self.partition_keys.insert(partition_key.to_owned(), addition.partition_key_index);
+            push_table_entry(
+                &mut self.partition_key_table,
+                KEY_PARTITION_KEY_TABLE,
+                partition_key.as_bytes(),
+            );
+            self.partition_keys
+                .insert(partition_key.to_owned(), addition.partition_key_index);
         }
-        if let (true, Some(ehk), Some(index)) =
-            (addition.new_explicit_hash_key, explicit_hash_key, addition.explicit_hash_key_index)
-        {
-            push_table_entry(&mut self.explicit_hash_key_table, KEY_EXPLICIT_HASH_KEY_TABLE, ehk.to_string().as_bytes());
+        if let (true, Some(ehk), Some(index)) = (
+            addition.new_explicit_hash_key,
+            explicit_hash_key,
+            addition.explicit_hash_key_index,
+        ) {
+            push_table_entry(
+                &mut self.explicit_hash_key_table,
+                KEY_EXPLICIT_HASH_KEY_TABLE,
+                ehk.to_string().as_bytes(),
+            );
             self.explicit_hash_keys.insert(ehk, index);
         }
 

@@ -15,7 +15,7 @@ mod decode;
 mod encode;
 pub mod proto;
 
-pub use decode::{DeaggregatedRecord, NotAggregated, decode_aggregate, deaggregate};
+pub use decode::{DeaggregatedRecord, NotAggregated, deaggregate, decode_aggregate};
 pub use encode::{AGGREGATE_OVERHEAD, AggregateBuilder, KinesisRecord};
 
 /// The four bytes every aggregated record starts with.

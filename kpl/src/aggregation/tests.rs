@@ -1,7 +1,7 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::proto::{AggregatedRecord, Record};
 use super::*;
@@ -33,11 +33,19 @@ fn assert_round_trip(records: &[Input]) {
     let (builder, record) = build(records);
     assert_eq!(record.user_records, records.len());
     if records.len() == 1 {
-        assert_eq!(record.data.as_ref(), records[0].2.as_slice(), "a lone record is not wrapped");
+        assert_eq!(
+            record.data.as_ref(),
+            records[0].2.as_slice(),
+            "a lone record is not wrapped"
+        );
         assert_eq!(record.partition_key, records[0].0);
         return;
     }
-    assert_eq!(record.data.len(), builder.encoded_len(), "size accounting is exact");
+    assert_eq!(
+        record.data.len(),
+        builder.encoded_len(),
+        "size accounting is exact"
+    );
     let decoded = decode_aggregate(&record.data).expect("valid aggregate");
     assert_eq!(decoded.len(), records.len());
     for (i, ((pk, ehk, data), got)) in records.iter().zip(&decoded).enumerate() {
@@ -54,8 +62,12 @@ fn assert_round_trip(records: &[Input]) {
 #[test]
 fn builder_bytes_equal_prost_encoding() {
     let mut agg = AggregateBuilder::new();
-    let inputs: [(&str, Option<u128>, &[u8]); 4] =
-        [("a", None, b"1"), ("b", Some(5), b""), ("a", Some(5), b"333"), ("c", Some(u128::MAX), b"4")];
+    let inputs: [(&str, Option<u128>, &[u8]); 4] = [
+        ("a", None, b"1"),
+        ("b", Some(5), b""),
+        ("a", Some(5), b"333"),
+        ("c", Some(u128::MAX), b"4"),
+    ];
     for (pk, ehk, data) in inputs {
         agg.add(pk, ehk, &Bytes::copy_from_slice(data));
     }
@@ -64,10 +76,30 @@ fn builder_bytes_equal_prost_encoding() {
         partition_key_table: vec!["a".into(), "b".into(), "c".into()],
         explicit_hash_key_table: vec!["5".into(), u128::MAX.to_string()],
         records: vec![
-            Record { partition_key_index: 0, explicit_hash_key_index: None, data: Bytes::from_static(b"1"), tags: vec![] },
-            Record { partition_key_index: 1, explicit_hash_key_index: Some(0), data: Bytes::new(), tags: vec![] },
-            Record { partition_key_index: 0, explicit_hash_key_index: Some(0), data: Bytes::from_static(b"333"), tags: vec![] },
-            Record { partition_key_index: 2, explicit_hash_key_index: Some(1), data: Bytes::from_static(b"4"), tags: vec![] },
+            Record {
+                partition_key_index: 0,
+                explicit_hash_key_index: None,
+                data: Bytes::from_static(b"1"),
+                tags: vec![],
+            },
+            Record {
+                partition_key_index: 1,
+                explicit_hash_key_index: Some(0),
+                data: Bytes::new(),
+                tags: vec![],
+            },
+            Record {
+                partition_key_index: 0,
+                explicit_hash_key_index: Some(0),
+                data: Bytes::from_static(b"333"),
+                tags: vec![],
+            },
+            Record {
+                partition_key_index: 2,
+                explicit_hash_key_index: Some(1),
+                data: Bytes::from_static(b"4"),
+                tags: vec![],
+            },
         ],
     };
     assert_eq!(ours, frame(&expected.encode_to_vec()));
@@ -94,7 +126,10 @@ fn one_mebibyte_records_round_trip() {
 #[test]
 fn try_add_respects_the_limit_and_always_takes_a_first_record() {
     let mut agg = AggregateBuilder::new();
-    assert!(agg.try_add("k", None, &Bytes::from(vec![0; 100]), 10), "first record always fits");
+    assert!(
+        agg.try_add("k", None, &Bytes::from(vec![0; 100]), 10),
+        "first record always fits"
+    );
     assert!(!agg.try_add("k", None, &Bytes::from(vec![0; 100]), 150));
     let exact = agg.size_with("k", None, 10);
     assert!(agg.try_add("k", None, &Bytes::from(vec![0; 10]), exact));
@@ -110,12 +145,24 @@ fn corrupt_digest_and_protobuf_are_not_aggregates() {
 
     let mut bad_digest = good.to_vec();
     *bad_digest.last_mut().unwrap() ^= 1;
-    assert_eq!(decode_aggregate(&Bytes::from(bad_digest)), Err(NotAggregated::DigestMismatch));
+    assert_eq!(
+        decode_aggregate(&Bytes::from(bad_digest)),
+        Err(NotAggregated::DigestMismatch)
+    );
 
-    assert_eq!(decode_aggregate(&frame(&[0xFF, 0xFF, 0xFF])), Err(NotAggregated::InvalidProtobuf));
+    assert_eq!(
+        decode_aggregate(&frame(&[0xFF, 0xFF, 0xFF])),
+        Err(NotAggregated::InvalidProtobuf)
+    );
     assert_eq!(decode_aggregate(&frame(&[])), Err(NotAggregated::Empty));
-    assert_eq!(decode_aggregate(&Bytes::copy_from_slice(&MAGIC[..3])), Err(NotAggregated::NoMagic));
-    assert_eq!(decode_aggregate(&Bytes::copy_from_slice(&MAGIC)), Err(NotAggregated::TooShort));
+    assert_eq!(
+        decode_aggregate(&Bytes::copy_from_slice(&MAGIC[..3])),
+        Err(NotAggregated::NoMagic)
+    );
+    assert_eq!(
+        decode_aggregate(&Bytes::copy_from_slice(&MAGIC)),
+        Err(NotAggregated::TooShort)
+    );
 }
 
 #[test]
@@ -123,10 +170,18 @@ fn bad_table_indexes_pass_the_record_through_unchanged() {
     let bad_pk = AggregatedRecord {
         partition_key_table: vec!["a".into()],
         explicit_hash_key_table: vec![],
-        records: vec![Record { partition_key_index: 1, explicit_hash_key_index: None, data: Bytes::new(), tags: vec![] }],
+        records: vec![Record {
+            partition_key_index: 1,
+            explicit_hash_key_index: None,
+            data: Bytes::new(),
+            tags: vec![],
+        }],
     };
     let bytes = frame(&bad_pk.encode_to_vec());
-    assert_eq!(decode_aggregate(&bytes), Err(NotAggregated::PartitionKeyIndexOutOfRange));
+    assert_eq!(
+        decode_aggregate(&bytes),
+        Err(NotAggregated::PartitionKeyIndexOutOfRange)
+    );
     let users = deaggregate("outer", Some("9"), bytes.clone());
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].data, bytes);
