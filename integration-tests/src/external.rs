@@ -27,25 +27,26 @@ impl ExternalAws {
     /// Reads the endpoints from the environment and checks that each one
     /// accepts a TCP connection within two seconds; a clear error otherwise.
     pub async fn connect() -> Result<Self, Error> {
-        let mut urls = Vec::new();
-        for (service, var) in ENDPOINT_VARS {
-            let url = std::env::var(var).map_err(|_| Error::ExternalNotRunning {
+        let var = |(service, var): (&'static str, &str)| {
+            std::env::var(var).map_err(|_| Error::ExternalNotRunning {
                 service,
                 detail: format!("{var} is not set"),
-            })?;
-            check_reachable(service, &url).await?;
-            urls.push(url);
-        }
-        let [kinesis, s3, dynamodb] =
-            <[String; 3]>::try_from(urls).map_err(|_| Error::ExternalNotRunning {
-                service: "all",
-                detail: "endpoint list".into(),
-            })?;
-        let endpoints = Endpoints {
-            kinesis,
-            s3,
-            dynamodb,
+            })
         };
+        let [kinesis, s3, dynamodb] = ENDPOINT_VARS;
+        Self::connect_to(Endpoints {
+            kinesis: var(kinesis)?,
+            s3: var(s3)?,
+            dynamodb: var(dynamodb)?,
+        })
+        .await
+    }
+
+    /// Like [`connect`](Self::connect), with the endpoints given.
+    pub async fn connect_to(endpoints: Endpoints) -> Result<Self, Error> {
+        check_reachable("Kinesis", &endpoints.kinesis).await?;
+        check_reachable("S3", &endpoints.s3).await?;
+        check_reachable("DynamoDB", &endpoints.dynamodb).await?;
         let sdk_config = endpoints.sdk_config();
         Ok(Self {
             endpoints,

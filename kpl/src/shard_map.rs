@@ -103,10 +103,20 @@ impl ShardMap {
     }
 }
 
-/// Lists every shard of a stream with ListShards, following `NextToken`.
-pub(crate) async fn list_shards(
+/// Lists every shard of a stream with ListShards, following `NextToken`
+/// (1,000 shards a page).
+pub async fn list_shards(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
+) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
+    list_shards_paged(client, stream, 1000).await
+}
+
+/// [`list_shards`] with a given page size (1 to 10,000).
+pub async fn list_shards_paged(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    page_size: i32,
 ) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
@@ -116,7 +126,7 @@ pub(crate) async fn list_shards(
             Some(token) => client.list_shards().next_token(token),
             None => client.list_shards().stream_name(stream),
         };
-        let out = request.max_results(1000).send().await?;
+        let out = request.max_results(page_size).send().await?;
         shards.extend(out.shards().iter().cloned());
         match out.next_token() {
             Some(token) if !out.shards().is_empty() => next_token = Some(token.to_owned()),
