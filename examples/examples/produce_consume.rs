@@ -11,9 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
-use kpl::aggregation::deaggregate;
 use kpl::{Producer, UserRecord};
 
 const RECORDS: usize = 2_000;
@@ -70,58 +67,27 @@ async fn run(
         );
     }
 
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await?
-        .shards()
-        .to_vec();
-    let mut total = 0;
-    for shard in &shards {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await?
-            .shard_iterator;
-        let mut in_shard = 0;
-        let mut samples = Vec::new();
-        while let Some(current) = iterator {
-            let out = kinesis.get_records().shard_iterator(current).send().await?;
-            for record in out.records() {
-                let users = deaggregate(
-                    record.partition_key().unwrap_or_default(),
-                    None,
-                    Bytes::copy_from_slice(record.data().as_ref()),
-                );
-                for user in users {
-                    if samples.len() < 2 {
-                        samples.push(format!(
-                            "  {} sub {} key {}: {}",
-                            record.sequence_number(),
-                            user.sub_sequence_number,
-                            user.partition_key,
-                            String::from_utf8_lossy(&user.data)
-                        ));
-                    }
-                    in_shard += 1;
-                }
-            }
-            iterator = if out.records().is_empty() {
-                None
-            } else {
-                out.next_shard_iterator
-            };
-        }
-        println!("Consumed {in_shard} user records from {}", shard.shard_id());
-        for sample in samples {
-            println!("{sample}");
-        }
-        total += in_shard;
+    let stored = integration_tests::resources::read_stream(kinesis, stream).await?;
+    let mut per_shard: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for record in &stored {
+        per_shard.entry(&record.shard_id).or_default().push(record);
     }
+    for (shard, records) in &per_shard {
+        println!(
+            "Consumed {} user records from {shard}, for example:",
+            records.len()
+        );
+        for record in records.iter().take(2) {
+            println!(
+                "  {} sub {} key {}: {}",
+                record.sequence_number,
+                record.record.sub_sequence_number,
+                record.record.partition_key,
+                String::from_utf8_lossy(&record.record.data)
+            );
+        }
+    }
+    let total = stored.len();
     anyhow::ensure!(total == RECORDS, "consumed {total} of {RECORDS} records");
     println!("All {RECORDS} records came back.");
     Ok(())

@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use bytes::Bytes;
+use kpl::aggregation::{DeaggregatedRecord, deaggregate};
 
 use crate::Error;
 
@@ -135,4 +137,64 @@ pub async fn delete_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         }
         Err(e) => Err(Error::aws("DeleteTable", e)),
     }
+}
+
+/// A user record read back from a stream.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// Shard it was read from.
+    pub shard_id: String,
+    /// Sequence number of the Kinesis record that carried it.
+    pub sequence_number: String,
+    /// The deaggregated user record.
+    pub record: DeaggregatedRecord,
+}
+
+/// Reads every shard of a stream from TRIM_HORIZON to its current end and
+/// deaggregates what it finds.
+pub async fn read_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<StoredRecord>, Error> {
+    let shards = kpl::shard_map::list_shards(client, stream)
+        .await
+        .map_err(|e| Error::aws("ListShards", e))?;
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetShardIterator", e))?
+            .shard_iterator;
+        while let Some(current) = iterator {
+            let page = client
+                .get_records()
+                .shard_iterator(current)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| Error::aws("GetRecords", e))?;
+            for record in page.records() {
+                let data = Bytes::copy_from_slice(record.data().as_ref());
+                for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
+                    out.push(StoredRecord {
+                        shard_id: shard.shard_id().to_owned(),
+                        sequence_number: record.sequence_number().to_owned(),
+                        record: user,
+                    });
+                }
+            }
+            // An empty page means the end of what is there now.
+            iterator = if page.records().is_empty() {
+                None
+            } else {
+                page.next_shard_iterator
+            };
+        }
+    }
+    Ok(out)
 }

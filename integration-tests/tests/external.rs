@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
 use integration_tests::{Endpoints, Error, ExternalAws, resources, unique_name};
 use kpl::{Producer, UserRecord};
 
@@ -190,44 +189,12 @@ async fn smoke_produce_and_read_back_on_the_external_emulators() {
     }
     producer.shutdown().await.expect("shutdown");
 
-    let mut seen = Vec::new();
-    for shard in kpl::shard_map::list_shards(&client, &stream)
+    let mut seen: Vec<String> = resources::read_stream(&client, &stream)
         .await
-        .expect("ListShards")
-    {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(&stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(current) = iterator {
-            let page = client
-                .get_records()
-                .shard_iterator(current)
-                .send()
-                .await
-                .expect("GetRecords");
-            for record in page.records() {
-                let data = Bytes::copy_from_slice(record.data().as_ref());
-                for user in kpl::aggregation::deaggregate(
-                    record.partition_key().unwrap_or_default(),
-                    None,
-                    data,
-                ) {
-                    seen.push(String::from_utf8(user.data.to_vec()).expect("utf-8"));
-                }
-            }
-            iterator = if page.records().is_empty() {
-                None
-            } else {
-                page.next_shard_iterator
-            };
-        }
-    }
+        .expect("read back")
+        .into_iter()
+        .map(|stored| String::from_utf8(stored.record.data.to_vec()).expect("utf-8"))
+        .collect();
     seen.sort();
     let expected: Vec<String> = (0..300).map(|i| format!("record {i:04}")).collect();
     assert_eq!(seen, expected);

@@ -3,65 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
 use integration_tests::{LocalAws, resources, unique_name};
-use kpl::aggregation::deaggregate;
 use kpl::shard_map::ShardMap;
 use kpl::{AddError, Producer, ProducerConfig, RecordError, UserRecord};
-
-/// Every user record in a stream, as `(shard id, sequence, sub-sequence,
-/// deaggregated record, hash key of the Kinesis record)`.
-async fn read_stream(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> Vec<(String, String, kpl::aggregation::DeaggregatedRecord)> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("ListShards")
-        .shards()
-        .to_vec();
-    let mut out = Vec::new();
-    for shard in shards {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(current) = iterator {
-            let page = client
-                .get_records()
-                .shard_iterator(current)
-                .limit(10_000)
-                .send()
-                .await
-                .expect("GetRecords");
-            for record in page.records() {
-                let data = Bytes::copy_from_slice(record.data().as_ref());
-                for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
-                    out.push((
-                        shard.shard_id().to_owned(),
-                        record.sequence_number().to_owned(),
-                        user,
-                    ));
-                }
-            }
-            iterator = if page.records().is_empty() {
-                None
-            } else {
-                page.next_shard_iterator
-            };
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_records_across_four_shards_arrive_exactly_once_in_the_named_shard() {
@@ -124,10 +68,14 @@ async fn hundred_thousand_records_across_four_shards_arrive_exactly_once_in_the_
         .shards()
         .to_vec();
     let map = ShardMap::from_shards(&shards).expect("shard map");
-    let stored = read_stream(&client, &stream).await;
+    let stored = resources::read_stream(&client, &stream)
+        .await
+        .expect("read back");
     let mut seen = HashSet::new();
     let mut kinesis_records: HashMap<String, HashSet<String>> = HashMap::new();
-    for (shard_id, sequence, user) in &stored {
+    for stored in &stored {
+        let (shard_id, sequence, user) =
+            (&stored.shard_id, &stored.sequence_number, &stored.record);
         let id: usize = std::str::from_utf8(&user.data[..8])
             .expect("utf-8")
             .parse()

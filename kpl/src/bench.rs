@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::sync::oneshot;
 
 use crate::config::ProducerConfig;
@@ -81,14 +79,7 @@ impl HotPath {
         }
         while let Some(request) = self.core.take_request() {
             self.requests += 1;
-            for entry in &request.entries {
-                let built = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(entry.record.data.to_vec()))
-                    .partition_key(&entry.record.partition_key)
-                    .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
-                    .build();
-                self.entries += usize::from(built.is_ok());
-            }
+            self.entries += request.sdk_entries().map_or(0, |entries| entries.len());
             // Dropping the request drops its records' reply senders, as a
             // completed request would resolve them.
         }

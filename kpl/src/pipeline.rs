@@ -72,6 +72,29 @@ pub(crate) struct Request {
     pub started: Option<Instant>,
 }
 
+impl Request {
+    /// The entries of the PutRecords call, as the SDK takes them.
+    pub fn sdk_entries(
+        &self,
+    ) -> Result<
+        Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
+        aws_sdk_kinesis::error::BuildError,
+    > {
+        self.entries
+            .iter()
+            .map(|entry| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .data(aws_sdk_kinesis::primitives::Blob::new(
+                        entry.record.data.to_vec(),
+                    ))
+                    .partition_key(&entry.record.partition_key)
+                    .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
+                    .build()
+            })
+            .collect()
+    }
+}
+
 /// What Kinesis answered for one entry.
 #[derive(Debug, Clone)]
 pub(crate) enum EntryOutcome {

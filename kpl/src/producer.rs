@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
@@ -479,24 +477,16 @@ async fn put_records(
     request: &Request,
     timeout: Duration,
 ) -> RequestOutcome {
-    let mut entries = Vec::with_capacity(request.entries.len());
-    for entry in &request.entries {
-        let built = PutRecordsRequestEntry::builder()
-            .data(Blob::new(entry.record.data.to_vec()))
-            .partition_key(&entry.record.partition_key)
-            .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
-            .build();
-        match built {
-            Ok(built) => entries.push(built),
-            Err(error) => {
-                return RequestOutcome::Failed {
-                    code: "InvalidRequest".into(),
-                    message: error.to_string(),
-                    retryable: false,
-                };
-            }
+    let entries = match request.sdk_entries() {
+        Ok(entries) => entries,
+        Err(error) => {
+            return RequestOutcome::Failed {
+                code: "InvalidRequest".into(),
+                message: error.to_string(),
+                retryable: false,
+            };
         }
-    }
+    };
     let call = client
         .put_records()
         .stream_name(&*request.stream)
