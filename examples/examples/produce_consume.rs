@@ -62,7 +62,7 @@ async fn run(
     producer.shutdown().await?;
     for (shard, (records, sequence_numbers)) in &per_shard {
         println!(
-            "Produced {records} user records into {shard} in {} aggregated Kinesis records",
+            "Produced {records} user records into {shard} in {} Kinesis records",
             sequence_numbers.len()
         );
     }
