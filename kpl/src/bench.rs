@@ -56,7 +56,7 @@ impl HotPath {
         let now = Instant::now();
         let (reply, _receiver) = oneshot::channel();
         self.core.add(Pending {
-            hash_key: record.hash_key(),
+            hash_key: 0,
             arrival: now,
             expires: now + self.ttl,
             since: now,

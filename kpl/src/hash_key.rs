@@ -31,6 +31,60 @@ pub fn hash_key(partition_key: &str, explicit_hash_key: Option<u128>) -> u128 {
     explicit_hash_key.unwrap_or_else(|| partition_key_hash(partition_key))
 }
 
+/// A bounded, direct-mapped cache of partition key hashes.
+///
+/// Producers usually reuse partition keys (a customer, a device, a session),
+/// and MD5 is the largest per-record cost after copying the data. A slot is
+/// picked by a fast 64-bit hash of the key and confirmed by comparing the key,
+/// so a hit is always right; a miss computes MD5 and takes the slot. Memory
+/// is bounded by the slot count and the keys' lengths (at most 256 characters).
+///
+/// ```
+/// let mut cache = kpl::hash_key::HashKeyCache::new(1024);
+/// assert_eq!(cache.hash("user-1"), kpl::hash_key::partition_key_hash("user-1"));
+/// assert_eq!(cache.hash("user-1"), kpl::hash_key::partition_key_hash("user-1"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct HashKeyCache {
+    slots: Vec<Option<(String, u128)>>,
+    mask: usize,
+}
+
+impl HashKeyCache {
+    /// A cache of `slots` entries, rounded up to a power of two (at least 1).
+    pub fn new(slots: usize) -> Self {
+        let slots = slots.max(1).next_power_of_two();
+        Self {
+            slots: vec![None; slots],
+            mask: slots - 1,
+        }
+    }
+
+    /// The hash key of `partition_key`, from the cache when it is there.
+    pub fn hash(&mut self, partition_key: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let index =
+            foldhash::fast::FixedState::default().hash_one(partition_key) as usize & self.mask;
+        let Some(slot) = self.slots.get_mut(index) else {
+            return partition_key_hash(partition_key);
+        };
+        match slot {
+            Some((key, hash)) if key == partition_key => *hash,
+            Some((key, hash)) => {
+                *hash = partition_key_hash(partition_key);
+                key.clear();
+                key.push_str(partition_key);
+                *hash
+            }
+            None => {
+                let hash = partition_key_hash(partition_key);
+                *slot = Some((partition_key.to_owned(), hash));
+                hash
+            }
+        }
+    }
+}
+
 /// Parses an explicit hash key: a decimal integer in `0..=2^128-1`, digits
 /// only (no sign, no spaces), as Kinesis accepts it.
 ///
@@ -58,6 +112,20 @@ mod tests {
     fn known_md5_hash() {
         // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
         assert_eq!(partition_key_hash("a"), 0x0cc175b9c0f1b6a831c399e269772661);
+    }
+
+    #[test]
+    fn cache_hits_and_collisions_give_the_right_hash() {
+        let mut cache = HashKeyCache::new(2);
+        for round in 0..3 {
+            for key in ["a", "b", "c", "d", "a"] {
+                assert_eq!(
+                    cache.hash(key),
+                    partition_key_hash(key),
+                    "{key} in round {round}"
+                );
+            }
+        }
     }
 
     #[test]

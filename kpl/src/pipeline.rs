@@ -11,7 +11,9 @@
 //!                       └──────────── retry (backoff) ◄───────┘
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use crate::aggregation::{AggregateBuilder, KinesisRecord};
 use crate::config::ProducerConfig;
 use crate::error::RecordError;
+use crate::hash_key::HashKeyCache;
 use crate::limiter::ShardLimiter;
 use crate::metrics as m;
 use crate::record::{Attempt, AttemptError, UserRecord, UserRecordResult};
@@ -33,6 +36,7 @@ pub(crate) type Reply = oneshot::Sender<Result<UserRecordResult, RecordError>>;
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub record: UserRecord,
+    /// Filled in by [`Core::add`].
     pub hash_key: u128,
     pub arrival: Instant,
     pub expires: Instant,
@@ -131,6 +135,12 @@ const PERMANENT_ENTRY_ERRORS: &[&str] = &[
     "AccessDeniedException",
 ];
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
+/// Longest error message kept per attempt.
+const MAX_ERROR_MESSAGE: usize = 512;
+/// Partition key hashes remembered: 4,096 slots, about 200 KiB with typical
+/// short keys (at most 1 MiB with 256-byte keys); larger tables miss the CPU
+/// caches and cost as much as the MD5 they save.
+const HASH_KEY_CACHE_SLOTS: usize = 4_096;
 
 #[derive(Debug)]
 struct ShardState {
@@ -159,6 +169,10 @@ struct StreamState {
     collector: Collector,
     /// The map should be (re)loaded.
     map_wanted: bool,
+    /// Records that arrived before the first map: they wait for it, but no
+    /// longer than their buffering deadline, then go alone.
+    unmapped: Vec<Pending>,
+    unmapped_deadline: Option<Instant>,
 }
 
 /// The sans-I/O producer core.
@@ -177,6 +191,7 @@ pub(crate) struct Core {
     outstanding: usize,
     flushing: bool,
     collection_delay: Duration,
+    hash_keys: HashKeyCache,
 }
 
 impl Core {
@@ -184,7 +199,7 @@ impl Core {
         let collection_delay = (config.record_max_buffered_time / 5).min(Duration::from_millis(50));
         Self {
             config,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             retries: BTreeMap::new(),
             retry_seq: 0,
             ready: VecDeque::new(),
@@ -194,6 +209,7 @@ impl Core {
             outstanding: 0,
             flushing: false,
             collection_delay,
+            hash_keys: HashKeyCache::new(HASH_KEY_CACHE_SLOTS),
         }
     }
 
@@ -237,6 +253,8 @@ impl Core {
             false
         });
         state.map = Some(Arc::new(map));
+        state.unmapped_deadline = None;
+        reroute.append(&mut state.unmapped);
         for pending in reroute {
             self.route(pending, now);
         }
@@ -244,6 +262,10 @@ impl Core {
 
     /// Accepts a user record.
     pub fn add(&mut self, mut pending: Pending) {
+        pending.hash_key = match pending.record.explicit_hash_key() {
+            Some(explicit) => explicit,
+            None => self.hash_keys.hash(pending.record.partition_key()),
+        };
         pending.epoch = self.epoch;
         *self.epochs.entry(self.epoch).or_default() += 1;
         self.outstanding += 1;
@@ -262,9 +284,11 @@ impl Core {
                 self.streams.entry(name.clone()).or_insert(StreamState {
                     name,
                     map: None,
-                    shards: HashMap::new(),
+                    shards: HashMap::default(),
                     collector: Collector::default(),
                     map_wanted: true,
+                    unmapped: Vec::new(),
+                    unmapped_deadline: None,
                 })
             }
         };
@@ -272,8 +296,20 @@ impl Core {
             map.shard_for(pending.hash_key)
                 .map(|i| map.shard_id(i).clone())
         });
+        if state.map.is_none() && config.aggregation_enabled {
+            // Wait for the first map within the buffering time the record
+            // would spend in an aggregator anyway.
+            let deadline = (pending.arrival + config.record_max_buffered_time).min(pending.expires);
+            state.unmapped_deadline = Some(
+                state
+                    .unmapped_deadline
+                    .map_or(deadline, |d| d.min(deadline)),
+            );
+            state.unmapped.push(pending);
+            return;
+        }
         let Some(shard_id) = shard_id else {
-            // No map yet (or a hash key in a gap of a stale one): send alone
+            // No map (or a hash key in a gap of a stale one): send alone
             // rather than wait; Kinesis routes it by its own keys.
             state.map_wanted |= state.map.is_some();
             let entry = single_entry(pending, None);
@@ -283,6 +319,13 @@ impl Core {
                 now,
                 self.collection_delay,
                 config,
+            );
+            drain_collector(
+                &mut state.collector,
+                &state.name,
+                config,
+                false,
+                &mut self.ready,
             );
             return;
         };
@@ -368,6 +411,22 @@ impl Core {
         let mut expired = Vec::new();
         let mut reroute = Vec::new();
         for state in self.streams.values_mut() {
+            if state
+                .unmapped_deadline
+                .is_some_and(|d| d <= now || flushing)
+            {
+                state.unmapped_deadline = None;
+                for pending in std::mem::take(&mut state.unmapped) {
+                    let entry = single_entry(pending, None);
+                    collect(
+                        &mut state.collector,
+                        entry,
+                        now,
+                        self.collection_delay,
+                        &config,
+                    );
+                }
+            }
             for (shard_id, shard) in &mut state.shards {
                 if shard.deadline.is_some_and(|d| d <= now || flushing) {
                     flush_aggregator(shard, shard_id);
@@ -400,19 +459,24 @@ impl Core {
                         self.collection_delay,
                         &config,
                     );
-                    if let Some(request) = take_full(&mut state.collector, &state.name, &config) {
-                        self.ready.push_back(request);
-                    }
+                    drain_collector(
+                        &mut state.collector,
+                        &state.name,
+                        &config,
+                        false,
+                        &mut self.ready,
+                    );
                 }
             }
             let collector = &mut state.collector;
             let due = collector.deadline.is_some_and(|d| d <= now) || collector.triggered;
-            if !collector.entries.is_empty() && (due || flushing) {
-                self.ready.push_back(take_request(collector, &state.name));
-            }
-            while let Some(request) = take_full(collector, &state.name, &config) {
-                self.ready.push_back(request);
-            }
+            drain_collector(
+                collector,
+                &state.name,
+                &config,
+                due || flushing,
+                &mut self.ready,
+            );
         }
         for pending in expired {
             self.expire(pending, now);
@@ -427,8 +491,11 @@ impl Core {
         let mut next: Option<Instant> = self.retries.keys().next().map(|(at, _)| *at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for state in self.streams.values() {
-            if let Some(d) = state.collector.deadline {
-                consider(d);
+            for deadline in [state.collector.deadline, state.unmapped_deadline]
+                .into_iter()
+                .flatten()
+            {
+                consider(deadline);
             }
             for shard in state.shards.values() {
                 if let Some(d) = shard.deadline {
@@ -579,6 +646,8 @@ impl Core {
                 shard.limiter.on_throttle(now);
             }
         }
+        // Every record of the entry keeps a copy: keep it short.
+        let message = truncate(message, MAX_ERROR_MESSAGE);
         for mut pending in entry.pendings {
             pending.attempts.push(Attempt {
                 delay: started.saturating_duration_since(pending.since),
@@ -676,12 +745,26 @@ impl Core {
             for entry in state.collector.entries.drain(..) {
                 all.extend(entry.pendings);
             }
+            all.append(&mut state.unmapped);
         }
         for pending in all {
             let record = Some(Box::new(pending.record.clone()));
             self.complete(pending, Err(RecordError::ProducerStopped { record }));
         }
     }
+}
+
+/// Cuts an error message to at most `max` bytes, on a character boundary.
+fn truncate(mut message: String, max: usize) -> String {
+    if message.len() > max {
+        let mut end = max;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 fn single_entry(pending: Pending, shard: Option<Arc<str>>) -> Entry {
@@ -705,7 +788,9 @@ fn flush_aggregator(shard: &mut ShardState, shard_id: &Arc<str>) {
     let Some(record) = shard.aggregator.take() else {
         return;
     };
-    let pendings = std::mem::take(&mut shard.pendings);
+    // The next aggregate likely holds as many records: size its list alike.
+    let capacity = shard.pendings.len();
+    let pendings = std::mem::replace(&mut shard.pendings, Vec::with_capacity(capacity));
     let aggregated = record.user_records > 1;
     shard.queue.push_back(Entry {
         record,
@@ -734,55 +819,48 @@ fn collect(
     collector.entries.push(entry);
 }
 
-/// A request of the collector's first entries if it holds a full one.
-fn take_full(
+/// Turns the collector's entries into requests of at most
+/// `collection_max_count` records and `collection_max_size` bytes: every
+/// full request, and with `due` also the remainder.
+fn drain_collector(
     collector: &mut Collector,
     stream: &Arc<str>,
     config: &ProducerConfig,
-) -> Option<Request> {
-    if collector.entries.len() < config.collection_max_count
-        && collector.bytes < config.collection_max_size
-    {
-        return None;
-    }
-    // Take the longest prefix within both limits (at least one entry).
-    let mut count = 0;
-    let mut bytes = 0;
-    for entry in &collector.entries {
-        let size = entry.size();
-        if count == config.collection_max_count
-            || (count > 0 && bytes + size > config.collection_max_size)
-        {
-            break;
+    due: bool,
+    ready: &mut VecDeque<Request>,
+) {
+    loop {
+        let full = collector.entries.len() >= config.collection_max_count
+            || collector.bytes >= config.collection_max_size;
+        if collector.entries.is_empty() || !(full || due) {
+            return;
         }
-        count += 1;
-        bytes += size;
-    }
-    let rest = collector.entries.split_off(count);
-    let entries = std::mem::replace(&mut collector.entries, rest);
-    collector.bytes -= bytes;
-    recount(collector);
-    Some(Request {
-        stream: stream.clone(),
-        entries,
-        started: None,
-    })
-}
-
-fn take_request(collector: &mut Collector, stream: &Arc<str>) -> Request {
-    let entries = std::mem::take(&mut collector.entries);
-    collector.bytes = 0;
-    collector.shard_bytes.clear();
-    collector.triggered = false;
-    collector.deadline = None;
-    Request {
-        stream: stream.clone(),
-        entries,
-        started: None,
+        // The longest prefix within both limits (at least one entry).
+        let mut count = 0;
+        let mut bytes = 0;
+        for entry in &collector.entries {
+            let size = entry.size();
+            if count == config.collection_max_count
+                || (count > 0 && bytes + size > config.collection_max_size)
+            {
+                break;
+            }
+            count += 1;
+            bytes += size;
+        }
+        let rest = collector.entries.split_off(count);
+        let entries = std::mem::replace(&mut collector.entries, rest);
+        collector.bytes -= bytes;
+        recount(collector, config);
+        ready.push_back(Request {
+            stream: stream.clone(),
+            entries,
+            started: None,
+        });
     }
 }
 
-fn recount(collector: &mut Collector) {
+fn recount(collector: &mut Collector, config: &ProducerConfig) {
     collector.shard_bytes.clear();
     collector.triggered = false;
     if collector.entries.is_empty() {
@@ -790,7 +868,98 @@ fn recount(collector: &mut Collector) {
     }
     for entry in &collector.entries {
         if let Some(shard) = &entry.shard {
-            *collector.shard_bytes.entry(shard.clone()).or_default() += entry.size();
+            let bytes = collector.shard_bytes.entry(shard.clone()).or_default();
+            *bytes += entry.size();
+            collector.triggered |= *bytes >= config.collection_shard_trigger_size;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(record: UserRecord, now: Instant) -> Pending {
+        Pending {
+            record,
+            hash_key: 0,
+            arrival: now,
+            expires: now + Duration::from_secs(30),
+            since: now,
+            attempts: Vec::new(),
+            reply: None,
+            epoch: 0,
+            _permits: None,
+        }
+    }
+
+    fn drain(core: &mut Core) -> Vec<Request> {
+        std::iter::from_fn(|| core.take_request()).collect()
+    }
+
+    #[test]
+    fn requests_never_exceed_the_collection_limits() {
+        let config = ProducerConfig {
+            collection_max_size: 20_000,
+            ..Default::default()
+        };
+        let mut core = Core::new(Arc::new(config));
+        let now = Instant::now();
+        // No shard map yet: every record travels alone, straight to the collector.
+        for i in 0..1_200 {
+            let size = if i % 7 == 0 { 1_000 } else { 10 };
+            core.add(pending(
+                UserRecord::new("s", format!("k{i}"), vec![0; size]),
+                now,
+            ));
+        }
+        core.flush(now);
+        let requests = drain(&mut core);
+        let mut total = 0;
+        for request in &requests {
+            let bytes: usize = request.entries.iter().map(Entry::size).sum();
+            assert!(
+                request.entries.len() <= 500,
+                "{} entries",
+                request.entries.len()
+            );
+            assert!(bytes <= 20_000, "{bytes} bytes");
+            total += request.entries.len();
+        }
+        assert_eq!(total, 1_200);
+    }
+
+    #[test]
+    fn early_records_wait_for_the_map_and_aggregates_stay_within_one_shard() {
+        let mut core = Core::new(Arc::new(ProducerConfig::default()));
+        let now = Instant::now();
+        core.add(pending(UserRecord::new("s", "first", "x"), now));
+        let map = ShardMap::from_ranges([
+            ("low", 0, u128::MAX / 2),
+            ("high", u128::MAX / 2 + 1, u128::MAX),
+        ])
+        .expect("map");
+        core.set_shard_map("s", map.clone(), now);
+        for i in 0..100 {
+            core.add(pending(UserRecord::new("s", format!("k{i}"), "data"), now));
+        }
+        core.poll(now);
+        assert!(drain(&mut core).is_empty(), "nothing is due yet");
+        // Past the buffering deadline (100 ms) and the collection delay (20 ms).
+        core.poll(now + Duration::from_millis(110));
+        core.poll(now + Duration::from_millis(140));
+        let requests = drain(&mut core);
+        let entries: Vec<&Entry> = requests.iter().flat_map(|r| &r.entries).collect();
+        // The record added before the map waited for it and was aggregated too.
+        assert_eq!(entries.iter().map(|e| e.pendings.len()).sum::<usize>(), 101);
+        assert!(entries.len() <= 2, "one aggregate per shard");
+        for entry in entries.into_iter().filter(|e| e.shard.is_some()) {
+            let shard = entry.shard.as_deref().expect("predicted shard");
+            assert!(entry.aggregated);
+            for pending in &entry.pendings {
+                let index = map.shard_for(pending.hash_key).expect("in a shard");
+                assert_eq!(&**map.shard_id(index), shard);
+            }
         }
     }
 }

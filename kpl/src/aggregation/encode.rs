@@ -6,7 +6,7 @@
 //! of the finished aggregate is always known exactly, so an aggregate never
 //! exceeds its limit, and adding a record costs one copy of its data.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
@@ -66,8 +66,12 @@ pub struct AggregateBuilder {
     partition_key_table: Vec<u8>,
     explicit_hash_key_table: Vec<u8>,
     records: Vec<u8>,
-    partition_keys: HashMap<String, u64>,
-    explicit_hash_keys: HashMap<u128, u64>,
+    /// Partition key table index by a 64-bit hash of the key; the key's bytes
+    /// (at `partition_key_spans[index]` in the table) confirm a hit, so no key
+    /// is copied into a map of its own.
+    partition_keys: foldhash::HashMap<u64, u64>,
+    partition_key_spans: Vec<(usize, usize)>,
+    explicit_hash_keys: foldhash::HashMap<u128, u64>,
     first: Option<FirstRecord>,
     count: usize,
 }
@@ -199,8 +203,15 @@ impl AggregateBuilder {
         self.explicit_hash_key_table.clear();
         self.records.clear();
         self.partition_keys.clear();
+        self.partition_key_spans.clear();
         self.explicit_hash_keys.clear();
         Some(record)
+    }
+
+    fn find_partition_key(&self, partition_key: &str) -> Option<u64> {
+        let index = *self.partition_keys.get(&key_hash(partition_key))?;
+        let &(start, end) = self.partition_key_spans.get(usize::try_from(index).ok()?)?;
+        (self.partition_key_table.get(start..end)? == partition_key.as_bytes()).then_some(index)
     }
 
     fn plan(
@@ -210,12 +221,12 @@ impl AggregateBuilder {
         data_len: usize,
     ) -> Addition {
         let mut added_bytes = 0;
-        let (partition_key_index, new_partition_key) = match self.partition_keys.get(partition_key)
+        let (partition_key_index, new_partition_key) = match self.find_partition_key(partition_key)
         {
-            Some(&index) => (index, false),
+            Some(index) => (index, false),
             None => {
                 added_bytes += table_entry_len(partition_key.len());
-                (self.partition_keys.len() as u64, true)
+                (self.partition_key_spans.len() as u64, true)
             }
         };
         let (explicit_hash_key_index, new_explicit_hash_key) = match explicit_hash_key {
@@ -260,8 +271,14 @@ impl AggregateBuilder {
                 KEY_PARTITION_KEY_TABLE,
                 partition_key.as_bytes(),
             );
+            let end = self.partition_key_table.len();
+            self.partition_key_spans
+                .push((end - partition_key.len(), end));
+            // On a (64-bit) hash collision the first key keeps the slot and the
+            // second is simply not deduplicated: still a valid aggregate.
             self.partition_keys
-                .insert(partition_key.to_owned(), addition.partition_key_index);
+                .entry(key_hash(partition_key))
+                .or_insert(addition.partition_key_index);
         }
         if let (true, Some(ehk), Some(index)) = (
             addition.new_explicit_hash_key,
@@ -298,6 +315,10 @@ impl AggregateBuilder {
         }
         self.count += 1;
     }
+}
+
+fn key_hash(key: &str) -> u64 {
+    foldhash::fast::FixedState::default().hash_one(key)
 }
 
 /// Bytes of one length-delimited table entry holding `len` bytes.
