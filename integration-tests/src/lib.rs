@@ -20,11 +20,13 @@
 pub mod embedded;
 pub mod endpoints;
 pub mod external;
+pub mod fault_proxy;
 pub mod resources;
 
 pub use embedded::LocalAws;
 pub use endpoints::Endpoints;
 pub use external::ExternalAws;
+pub use fault_proxy::{FaultProxy, Faults};
 pub use resources::unique_name;
 
 /// Errors of the local back ends.

@@ -1,0 +1,391 @@
+//! A fault-injecting HTTP proxy in front of a Kinesis endpoint, for what no
+//! emulator does: 5xx answers, throttled requests, partial failures, answers
+//! lost after the request was applied, and a stalled endpoint.
+//!
+//! Only PutRecords calls are faulted; every other call is forwarded as is.
+//! Faults that are not forwarded (`fail`, `throttle`, the failed part of
+//! `partial`) store nothing, so a producer that retries them must not create
+//! duplicates; `drop_response` forwards the call and then answers 500, the one
+//! fault after which a duplicate is legitimate (and counted).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// Probabilities (0.0 to 1.0) of each fault per PutRecords call; they are
+/// exclusive, and their sum should stay at most 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Answer 500 InternalFailure without forwarding.
+    pub fail: f64,
+    /// Answer 400 ProvisionedThroughputExceededException without forwarding.
+    pub throttle: f64,
+    /// Forward a random half of the records and answer the others with
+    /// ProvisionedThroughputExceededException.
+    pub partial: f64,
+    /// Forward the call, then answer 500 as if the answer was lost.
+    pub drop_response: f64,
+}
+
+/// What the proxy did, counted.
+#[derive(Debug, Default)]
+pub struct FaultCounts {
+    /// PutRecords calls received.
+    pub put_records_calls: AtomicU64,
+    /// Calls answered 500 without forwarding.
+    pub failed: AtomicU64,
+    /// Calls answered 400 throttled without forwarding.
+    pub throttled: AtomicU64,
+    /// Calls partly forwarded.
+    pub partial: AtomicU64,
+    /// Records refused within partly forwarded calls.
+    pub partial_records_refused: AtomicU64,
+    /// Calls forwarded whose answer was then replaced by a 500.
+    pub dropped_responses: AtomicU64,
+    /// Kinesis records stored by calls whose answer was dropped.
+    pub dropped_records: AtomicU64,
+    /// User records (after deaggregation) inside those Kinesis records: the
+    /// most duplicates a correct producer can cause.
+    pub dropped_user_records: AtomicU64,
+    /// Calls held while the proxy was stalled.
+    pub stalled: AtomicU64,
+}
+
+impl FaultCounts {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+struct State {
+    upstream: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    faults: Mutex<Faults>,
+    counts: Arc<FaultCounts>,
+    stalled: watch::Receiver<bool>,
+}
+
+/// A running fault-injecting proxy.
+pub struct FaultProxy {
+    url: String,
+    state: Arc<State>,
+    stall: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on an ephemeral loopback port in front of `upstream`
+    /// (an `http://host:port` URL).
+    pub async fn start(upstream: &str, faults: Faults) -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| Error::Io {
+                what: "binding the fault proxy",
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            what: "binding the fault proxy",
+            source,
+        })?;
+        let (stall, stalled) = watch::channel(false);
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            faults: Mutex::new(faults),
+            counts: Arc::new(FaultCounts::default()),
+            stalled,
+        });
+        let served = state.clone();
+        let task = tokio::spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            while let Ok((socket, _)) = listener.accept().await {
+                let state = served.clone();
+                let service =
+                    hyper::service::service_fn(move |request| handle(request, state.clone()));
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        });
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+            stall,
+            task,
+        })
+    }
+
+    /// The proxy's URL, to use as the Kinesis endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// What the proxy has done so far.
+    pub fn counts(&self) -> &FaultCounts {
+        &self.state.counts
+    }
+
+    /// Changes the fault probabilities.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut current) = self.state.faults.lock() {
+            *current = faults;
+        }
+    }
+
+    /// Stalls (`true`) or resumes (`false`) PutRecords: while stalled, calls
+    /// are held unanswered; on resume, the held ones are answered 503 without
+    /// being forwarded (their clients have timed out).
+    pub fn stall(&self, stalled: bool) {
+        let _ = self.stall.send(stalled);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Bytes> {
+    let body = json!({ "__type": code, "message": message }).to_string();
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    response
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(decide(request, state).await.map(Full::new))
+}
+
+async fn decide(request: Request<Incoming>, state: Arc<State>) -> Response<Bytes> {
+    let (parts, body) = request.into_parts();
+    let is_put_records = parts
+        .headers
+        .get("x-amz-target")
+        .is_some_and(|target| target.as_bytes().ends_with(b".PutRecords"));
+    let counts = &state.counts;
+    if is_put_records && *state.stalled.borrow() {
+        // Held without reading the body: a stalled endpoint buffers nothing.
+        FaultCounts::add(&counts.stalled, 1);
+        let mut stalled = state.stalled.clone();
+        let _ = stalled.wait_for(|stalled| !*stalled).await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "stalled",
+        );
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !is_put_records {
+        return forward(&state, parts, body).await;
+    }
+    FaultCounts::add(&counts.put_records_calls, 1);
+    let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
+    let roll: f64 = rand::random();
+    let mut threshold = faults.fail;
+    if roll < threshold {
+        FaultCounts::add(&counts.failed, 1);
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "injected failure",
+        );
+    }
+    threshold += faults.throttle;
+    if roll < threshold {
+        FaultCounts::add(&counts.throttled, 1);
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "ProvisionedThroughputExceededException",
+            "Rate exceeded for stream (injected)",
+        );
+    }
+    threshold += faults.partial;
+    if roll < threshold {
+        FaultCounts::add(&counts.partial, 1);
+        return partial(&state, parts, body).await;
+    }
+    threshold += faults.drop_response;
+    if roll < threshold {
+        let request = parse(&body);
+        let response = forward(&state, parts, body).await;
+        if response.status() == StatusCode::OK {
+            FaultCounts::add(&counts.dropped_responses, 1);
+            if let (Some(request), Some(answer)) = (request, parse(response.body())) {
+                let (records, user_records) = stored_records(&request, &answer);
+                FaultCounts::add(&counts.dropped_records, records);
+                FaultCounts::add(&counts.dropped_user_records, user_records);
+            }
+        }
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            "answer lost (injected)",
+        );
+    }
+    forward(&state, parts, body).await
+}
+
+fn parse(body: &Bytes) -> Option<Value> {
+    serde_json::from_slice(body).ok()
+}
+
+/// `(Kinesis records, user records)` a PutRecords call stored, from its
+/// request and its answer.
+fn stored_records(request: &Value, answer: &Value) -> (u64, u64) {
+    use base64::Engine;
+    let (Some(sent), Some(results)) = (request["Records"].as_array(), answer["Records"].as_array())
+    else {
+        return (0, 0);
+    };
+    let mut records = 0;
+    let mut user_records = 0;
+    for (entry, result) in sent.iter().zip(results) {
+        if result.get("SequenceNumber").is_none() {
+            continue;
+        }
+        records += 1;
+        let data = entry["Data"]
+            .as_str()
+            .and_then(|data| base64::engine::general_purpose::STANDARD.decode(data).ok())
+            .unwrap_or_default();
+        user_records += kpl::aggregation::deaggregate("", None, Bytes::from(data)).len() as u64;
+    }
+    (records, user_records)
+}
+
+/// Forwards half of the records, refuses the others as throttled, and merges
+/// the answers in the original order.
+async fn partial(
+    state: &State,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Bytes> {
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return forward(state, parts, body).await;
+    };
+    let Some(records) = request["Records"].as_array().cloned() else {
+        return forward(state, parts, body).await;
+    };
+    let keep: Vec<bool> = records.iter().map(|_| rand::random::<bool>()).collect();
+    let refused = keep.iter().filter(|k| !**k).count();
+    FaultCounts::add(&state.counts.partial_records_refused, refused as u64);
+    let kept: Vec<Value> = records
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let mut upstream_results = Vec::new().into_iter();
+    let mut upstream_failed = 0;
+    if !kept.is_empty() {
+        request["Records"] = Value::Array(kept);
+        let forwarded = forward(state, parts, Bytes::from(request.to_string())).await;
+        if forwarded.status() != StatusCode::OK {
+            return forwarded;
+        }
+        let Some(answer) = parse(forwarded.body()) else {
+            return forwarded;
+        };
+        upstream_failed = answer["FailedRecordCount"].as_u64().unwrap_or(0);
+        upstream_results = answer["Records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+    }
+    let merged: Vec<Value> = keep
+        .iter()
+        .map(|kept| {
+            if *kept {
+                upstream_results.next().unwrap_or_else(|| json!({"ErrorCode": "InternalFailure", "ErrorMessage": "missing"}))
+            } else {
+                json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded (injected)"})
+            }
+        })
+        .collect();
+    let answer =
+        json!({ "FailedRecordCount": upstream_failed + refused as u64, "Records": merged });
+    let mut response = Response::new(Bytes::from(answer.to_string()));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    response
+}
+
+async fn forward(
+    state: &State,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Bytes> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{}", state.upstream, path).parse() else {
+        return error_response(StatusCode::BAD_GATEWAY, "ProxyError", "bad upstream URI");
+    };
+    parts.uri = uri;
+    parts.headers.remove(hyper::header::HOST);
+    parts.headers.insert(
+        hyper::header::CONTENT_LENGTH,
+        hyper::header::HeaderValue::from(body.len()),
+    );
+    let request = Request::from_parts(parts, Full::new(body));
+    match state.client.request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            parts.headers.remove(hyper::header::TRANSFER_ENCODING);
+            parts.headers.insert(
+                hyper::header::CONTENT_LENGTH,
+                hyper::header::HeaderValue::from(body.len()),
+            );
+            Response::from_parts(parts, body)
+        }
+        Err(error) => error_response(StatusCode::BAD_GATEWAY, "ProxyError", &error.to_string()),
+    }
+}
