@@ -14,8 +14,8 @@ use std::time::Instant;
 use kpl::bench::HotPath;
 use kpl::{ProducerConfig, UserRecord};
 
-const RECORDS_PER_RUN: usize = 1_000_000;
-const RUNS: usize = 9;
+const RECORDS_PER_RUN: usize = 200_000;
+const RUNS: usize = 25;
 const SHARDS: u32 = 4;
 
 fn run(records: Vec<UserRecord>) -> f64 {

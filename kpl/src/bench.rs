@@ -77,7 +77,7 @@ impl HotPath {
         } else {
             self.core.poll(now);
         }
-        while let Some(request) = self.core.take_request() {
+        while let Some(mut request) = self.core.take_request() {
             self.requests += 1;
             self.entries += request.sdk_entries().map_or(0, |entries| entries.len());
             // Dropping the request drops its records' reply senders, as a

@@ -77,22 +77,25 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// The entries of the PutRecords call, as the SDK takes them.
+    /// The entries of the PutRecords call, as the SDK takes them. The encoded
+    /// records are moved out (an aggregate's bytes without a copy): after the
+    /// call, only the user records behind each entry matter.
     pub fn sdk_entries(
-        &self,
+        &mut self,
     ) -> Result<
         Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
         aws_sdk_kinesis::error::BuildError,
     > {
         self.entries
-            .iter()
+            .iter_mut()
             .map(|entry| {
+                let record = &mut entry.record;
                 aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .data(aws_sdk_kinesis::primitives::Blob::new(
-                        entry.record.data.to_vec(),
-                    ))
-                    .partition_key(&entry.record.partition_key)
-                    .set_explicit_hash_key(entry.record.explicit_hash_key.clone())
+                    .data(aws_sdk_kinesis::primitives::Blob::new(Vec::from(
+                        std::mem::take(&mut record.data),
+                    )))
+                    .partition_key(std::mem::take(&mut record.partition_key))
+                    .set_explicit_hash_key(record.explicit_hash_key.take())
                     .build()
             })
             .collect()
@@ -144,6 +147,7 @@ const HASH_KEY_CACHE_SLOTS: usize = 4_096;
 
 #[derive(Debug)]
 struct ShardState {
+    id: Arc<str>,
     aggregator: AggregateBuilder,
     pendings: Vec<Pending>,
     deadline: Option<Instant>,
@@ -185,7 +189,8 @@ pub(crate) struct Core {
     retry_seq: u64,
     ready: VecDeque<Request>,
     /// Outstanding records per flush epoch, and `flush_all` waiters.
-    epochs: BTreeMap<u64, usize>,
+    /// `(epoch, outstanding)`, oldest first; the current epoch is at the back.
+    epochs: VecDeque<(u64, usize)>,
     epoch: u64,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     outstanding: usize,
@@ -203,7 +208,7 @@ impl Core {
             retries: BTreeMap::new(),
             retry_seq: 0,
             ready: VecDeque::new(),
-            epochs: BTreeMap::new(),
+            epochs: VecDeque::new(),
             epoch: 0,
             flush_waiters: Vec::new(),
             outstanding: 0,
@@ -267,7 +272,10 @@ impl Core {
             None => self.hash_keys.hash(pending.record.partition_key()),
         };
         pending.epoch = self.epoch;
-        *self.epochs.entry(self.epoch).or_default() += 1;
+        match self.epochs.back_mut() {
+            Some((epoch, count)) if *epoch == self.epoch => *count += 1,
+            _ => self.epochs.push_back((self.epoch, 1)),
+        }
         self.outstanding += 1;
         let now = pending.arrival;
         self.route(pending, now);
@@ -292,10 +300,10 @@ impl Core {
                 })
             }
         };
-        let shard_id = state.map.as_ref().and_then(|map| {
-            map.shard_for(pending.hash_key)
-                .map(|i| map.shard_id(i).clone())
-        });
+        let shard_index = state
+            .map
+            .as_ref()
+            .and_then(|map| map.shard_for(pending.hash_key));
         if state.map.is_none() && config.aggregation_enabled {
             // Wait for the first map within the buffering time the record
             // would spend in an aggregator anyway.
@@ -308,7 +316,7 @@ impl Core {
             state.unmapped.push(pending);
             return;
         }
-        let Some(shard_id) = shard_id else {
+        let (Some(index), Some(map)) = (shard_index, state.map.as_ref()) else {
             // No map (or a hash key in a gap of a stale one): send alone
             // rather than wait; Kinesis routes it by its own keys.
             state.map_wanted |= state.map.is_some();
@@ -329,22 +337,31 @@ impl Core {
             );
             return;
         };
-        let shard = state
-            .shards
-            .entry(shard_id.clone())
-            .or_insert_with(|| ShardState {
-                aggregator: AggregateBuilder::new(),
-                pendings: Vec::new(),
-                deadline: None,
-                queue: VecDeque::new(),
-                limiter: ShardLimiter::new(
-                    config.rate_limit,
-                    config.max_user_record_size + 1024,
-                    now,
-                ),
-            });
+        // Look up by &str: no reference count traffic per record.
+        let shard_id = map.shard_id(index);
+        if !state.shards.contains_key(&**shard_id) {
+            state.shards.insert(
+                shard_id.clone(),
+                ShardState {
+                    id: shard_id.clone(),
+                    aggregator: AggregateBuilder::new(),
+                    pendings: Vec::new(),
+                    deadline: None,
+                    queue: VecDeque::new(),
+                    limiter: ShardLimiter::new(
+                        config.rate_limit,
+                        config.max_user_record_size + 1024,
+                        now,
+                    ),
+                },
+            );
+        }
+        let Some(shard) = state.shards.get_mut(&**shard_id) else {
+            return;
+        };
         if !config.aggregation_enabled {
-            shard.queue.push_back(single_entry(pending, Some(shard_id)));
+            let entry = single_entry(pending, Some(shard.id.clone()));
+            shard.queue.push_back(entry);
             return;
         }
         let record = &pending.record;
@@ -356,7 +373,7 @@ impl Core {
                 config.aggregation_max_size,
             );
         if !fits {
-            flush_aggregator(shard, &shard_id);
+            flush_aggregator(shard);
             shard.aggregator.add(
                 record.partition_key(),
                 record.explicit_hash_key(),
@@ -370,7 +387,7 @@ impl Core {
         if shard.aggregator.len() >= config.aggregation_max_count
             || shard.aggregator.encoded_len() >= config.aggregation_max_size
         {
-            flush_aggregator(shard, &shard_id);
+            flush_aggregator(shard);
         }
     }
 
@@ -427,9 +444,9 @@ impl Core {
                     );
                 }
             }
-            for (shard_id, shard) in &mut state.shards {
+            for shard in state.shards.values_mut() {
                 if shard.deadline.is_some_and(|d| d <= now || flushing) {
-                    flush_aggregator(shard, shard_id);
+                    flush_aggregator(shard);
                 }
                 while let Some(entry) = shard.queue.front() {
                     if entry.earliest_expiry().is_some_and(|e| e <= now) {
@@ -703,10 +720,16 @@ impl Core {
             let _ = reply.send(result);
         }
         self.outstanding = self.outstanding.saturating_sub(1);
-        if let Some(count) = self.epochs.get_mut(&pending.epoch) {
-            *count -= 1;
-            if *count == 0 {
-                self.epochs.remove(&pending.epoch);
+        if let Some(index) = self
+            .epochs
+            .iter()
+            .position(|(epoch, _)| *epoch == pending.epoch)
+        {
+            if let Some((_, count)) = self.epochs.get_mut(index) {
+                *count -= 1;
+                if *count == 0 {
+                    self.epochs.remove(index);
+                }
             }
         }
         // Dropping `pending` releases its backpressure permits.
@@ -715,7 +738,7 @@ impl Core {
     fn wake_flush_waiters(&mut self) {
         // A waiter with boundary `b` is done when no record of an epoch
         // before `b` is outstanding.
-        let oldest = self.epochs.keys().next().copied().unwrap_or(u64::MAX);
+        let oldest = self.epochs.front().map_or(u64::MAX, |(epoch, _)| *epoch);
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
             .into_iter()
             .partition(|(boundary, _)| *boundary <= oldest);
@@ -783,7 +806,7 @@ fn single_entry(pending: Pending, shard: Option<Arc<str>>) -> Entry {
     }
 }
 
-fn flush_aggregator(shard: &mut ShardState, shard_id: &Arc<str>) {
+fn flush_aggregator(shard: &mut ShardState) {
     shard.deadline = None;
     let Some(record) = shard.aggregator.take() else {
         return;
@@ -795,7 +818,7 @@ fn flush_aggregator(shard: &mut ShardState, shard_id: &Arc<str>) {
     shard.queue.push_back(Entry {
         record,
         pendings,
-        shard: Some(shard_id.clone()),
+        shard: Some(shard.id.clone()),
         aggregated,
     });
 }

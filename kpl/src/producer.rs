@@ -377,7 +377,7 @@ async fn drive(
             let span = tracing::debug_span!("put_records", stream = %request.stream, records = request.entries.len());
             requests.spawn(
                 async move {
-                    let outcome = put_records(&client, &request, timeout).await;
+                    let outcome = put_records(&client, &mut request, timeout).await;
                     (request, outcome)
                 }
                 .instrument(span),
@@ -477,7 +477,7 @@ async fn load_shard_map(
 /// Sends one PutRecords call and classifies what came back.
 async fn put_records(
     client: &aws_sdk_kinesis::Client,
-    request: &Request,
+    request: &mut Request,
     timeout: Duration,
 ) -> RequestOutcome {
     let entries = match request.sdk_entries() {
