@@ -724,12 +724,11 @@ impl Core {
             .epochs
             .iter()
             .position(|(epoch, _)| *epoch == pending.epoch)
+            && let Some((_, count)) = self.epochs.get_mut(index)
         {
-            if let Some((_, count)) = self.epochs.get_mut(index) {
-                *count -= 1;
-                if *count == 0 {
-                    self.epochs.remove(index);
-                }
+            *count -= 1;
+            if *count == 0 {
+                self.epochs.remove(index);
             }
         }
         // Dropping `pending` releases its backpressure permits.
