@@ -1,132 +1,25 @@
-//! The producer's core, free of I/O: records in, PutRecords requests out,
-//! responses in, results out. The async driver ([`crate::producer`]) feeds it
-//! and the benchmark drives it directly.
-//!
-//! The path of a user record:
-//!
-//! ```text
-//! add ─► aggregator of its predicted shard ─► shard queue (rate limiter)
-//!     ─► collector of its stream ─► request ─► response ─► result
-//!                       ▲                                     │
-//!                       └──────────── retry (backoff) ◄───────┘
-//! ```
+//! The core's state machine.
 
 use std::collections::{BTreeMap, VecDeque};
-
-use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use foldhash::HashMap;
+use tokio::sync::oneshot;
 
-use crate::aggregation::{AggregateBuilder, KinesisRecord};
+use crate::aggregation::AggregateBuilder;
 use crate::config::ProducerConfig;
 use crate::error::RecordError;
 use crate::hash_key::HashKeyCache;
 use crate::limiter::ShardLimiter;
 use crate::metrics as m;
-use crate::record::{Attempt, AttemptError, UserRecord, UserRecordResult};
+use crate::record::{Attempt, AttemptError, UserRecordResult};
 use crate::shard_map::ShardMap;
 
-/// Where a record's result goes.
-pub(crate) type Reply = oneshot::Sender<Result<UserRecordResult, RecordError>>;
-
-/// A user record the producer has accepted and not yet completed.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub record: UserRecord,
-    /// Filled in by [`Core::add`].
-    pub hash_key: u128,
-    pub arrival: Instant,
-    pub expires: Instant,
-    /// When the last attempt ended (or the record arrived).
-    pub since: Instant,
-    pub attempts: Vec<Attempt>,
-    pub reply: Option<Reply>,
-    pub epoch: u64,
-    /// Backpressure permits, released when the record completes.
-    pub _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-}
-
-/// One Kinesis record on its way: the encoded record and its user records.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub record: KinesisRecord,
-    pub pendings: Vec<Pending>,
-    /// Shard the producer predicted, when it had a shard map.
-    pub shard: Option<Arc<str>>,
-    pub aggregated: bool,
-}
-
-impl Entry {
-    fn size(&self) -> usize {
-        self.record.data.len() + self.record.partition_key.len()
-    }
-    fn earliest_expiry(&self) -> Option<Instant> {
-        self.pendings.iter().map(|p| p.expires).min()
-    }
-}
-
-/// A PutRecords call to make.
-#[derive(Debug)]
-pub(crate) struct Request {
-    pub stream: Arc<str>,
-    pub entries: Vec<Entry>,
-    pub started: Option<Instant>,
-}
-
-impl Request {
-    /// The entries of the PutRecords call, as the SDK takes them. The encoded
-    /// records are moved out (an aggregate's bytes without a copy): after the
-    /// call, only the user records behind each entry matter.
-    pub fn sdk_entries(
-        &mut self,
-    ) -> Result<
-        Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
-        aws_sdk_kinesis::error::BuildError,
-    > {
-        self.entries
-            .iter_mut()
-            .map(|entry| {
-                let record = &mut entry.record;
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .data(aws_sdk_kinesis::primitives::Blob::new(Vec::from(
-                        std::mem::take(&mut record.data),
-                    )))
-                    .partition_key(std::mem::take(&mut record.partition_key))
-                    .set_explicit_hash_key(record.explicit_hash_key.take())
-                    .build()
-            })
-            .collect()
-    }
-}
-
-/// What Kinesis answered for one entry.
-#[derive(Debug, Clone)]
-pub(crate) enum EntryOutcome {
-    Put {
-        sequence_number: String,
-        shard_id: String,
-    },
-    Failed {
-        code: String,
-        message: String,
-    },
-}
-
-/// What became of a whole request.
-#[derive(Debug, Clone)]
-pub(crate) enum RequestOutcome {
-    /// The call returned; one outcome per entry, in order.
-    Entries(Vec<EntryOutcome>),
-    /// The call failed as a whole.
-    Failed {
-        code: String,
-        message: String,
-        retryable: bool,
-    },
-}
+use super::collector::{Collector, collect, drain_collector};
+use super::shard::{ShardState, flush_aggregator};
+use super::types::{Entry, EntryOutcome, Pending, Request, RequestOutcome, single_entry};
 
 /// Entry-level error codes that retrying cannot fix.
 const PERMANENT_ENTRY_ERRORS: &[&str] = &[
@@ -144,26 +37,6 @@ const MAX_ERROR_MESSAGE: usize = 512;
 /// short keys (at most 1 MiB with 256-byte keys); larger tables miss the CPU
 /// caches and cost as much as the MD5 they save.
 const HASH_KEY_CACHE_SLOTS: usize = 4_096;
-
-#[derive(Debug)]
-struct ShardState {
-    id: Arc<str>,
-    aggregator: AggregateBuilder,
-    pendings: Vec<Pending>,
-    deadline: Option<Instant>,
-    /// Finished entries waiting for the rate limiter.
-    queue: VecDeque<Entry>,
-    limiter: ShardLimiter,
-}
-
-#[derive(Debug, Default)]
-struct Collector {
-    entries: Vec<Entry>,
-    bytes: usize,
-    deadline: Option<Instant>,
-    shard_bytes: HashMap<Arc<str>, usize>,
-    triggered: bool,
-}
 
 #[derive(Debug)]
 struct StreamState {
@@ -787,201 +660,4 @@ fn truncate(mut message: String, max: usize) -> String {
         message.push('…');
     }
     message
-}
-
-fn single_entry(pending: Pending, shard: Option<Arc<str>>) -> Entry {
-    let record = &pending.record;
-    let kinesis = KinesisRecord {
-        partition_key: record.partition_key().to_owned(),
-        explicit_hash_key: record.explicit_hash_key().map(|k| k.to_string()),
-        data: record.data().clone(),
-        user_records: 1,
-    };
-    Entry {
-        record: kinesis,
-        pendings: vec![pending],
-        shard,
-        aggregated: false,
-    }
-}
-
-fn flush_aggregator(shard: &mut ShardState) {
-    shard.deadline = None;
-    let Some(record) = shard.aggregator.take() else {
-        return;
-    };
-    // The next aggregate likely holds as many records: size its list alike.
-    let capacity = shard.pendings.len();
-    let pendings = std::mem::replace(&mut shard.pendings, Vec::with_capacity(capacity));
-    let aggregated = record.user_records > 1;
-    shard.queue.push_back(Entry {
-        record,
-        pendings,
-        shard: Some(shard.id.clone()),
-        aggregated,
-    });
-}
-
-fn collect(
-    collector: &mut Collector,
-    entry: Entry,
-    now: Instant,
-    delay: Duration,
-    config: &ProducerConfig,
-) {
-    let size = entry.size();
-    collector.bytes += size;
-    if let Some(shard) = &entry.shard {
-        let bytes = collector.shard_bytes.entry(shard.clone()).or_default();
-        *bytes += size;
-        collector.triggered |= *bytes >= config.collection_shard_trigger_size;
-    }
-    let deadline = now + delay;
-    collector.deadline = Some(collector.deadline.map_or(deadline, |d| d.min(deadline)));
-    collector.entries.push(entry);
-}
-
-/// Turns the collector's entries into requests of at most
-/// `collection_max_count` records and `collection_max_size` bytes: every
-/// full request, and with `due` also the remainder.
-fn drain_collector(
-    collector: &mut Collector,
-    stream: &Arc<str>,
-    config: &ProducerConfig,
-    due: bool,
-    ready: &mut VecDeque<Request>,
-) {
-    loop {
-        let full = collector.entries.len() >= config.collection_max_count
-            || collector.bytes >= config.collection_max_size;
-        if collector.entries.is_empty() || !(full || due) {
-            return;
-        }
-        // The longest prefix within both limits (at least one entry).
-        let mut count = 0;
-        let mut bytes = 0;
-        for entry in &collector.entries {
-            let size = entry.size();
-            if count == config.collection_max_count
-                || (count > 0 && bytes + size > config.collection_max_size)
-            {
-                break;
-            }
-            count += 1;
-            bytes += size;
-        }
-        let rest = collector.entries.split_off(count);
-        let entries = std::mem::replace(&mut collector.entries, rest);
-        collector.bytes -= bytes;
-        recount(collector, config);
-        ready.push_back(Request {
-            stream: stream.clone(),
-            entries,
-            started: None,
-        });
-    }
-}
-
-fn recount(collector: &mut Collector, config: &ProducerConfig) {
-    collector.shard_bytes.clear();
-    collector.triggered = false;
-    if collector.entries.is_empty() {
-        collector.deadline = None;
-    }
-    for entry in &collector.entries {
-        if let Some(shard) = &entry.shard {
-            let bytes = collector.shard_bytes.entry(shard.clone()).or_default();
-            *bytes += entry.size();
-            collector.triggered |= *bytes >= config.collection_shard_trigger_size;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pending(record: UserRecord, now: Instant) -> Pending {
-        Pending {
-            record,
-            hash_key: 0,
-            arrival: now,
-            expires: now + Duration::from_secs(30),
-            since: now,
-            attempts: Vec::new(),
-            reply: None,
-            epoch: 0,
-            _permits: None,
-        }
-    }
-
-    fn drain(core: &mut Core) -> Vec<Request> {
-        std::iter::from_fn(|| core.take_request()).collect()
-    }
-
-    #[test]
-    fn requests_never_exceed_the_collection_limits() {
-        let config = ProducerConfig {
-            collection_max_size: 20_000,
-            ..Default::default()
-        };
-        let mut core = Core::new(Arc::new(config));
-        let now = Instant::now();
-        // No shard map yet: every record travels alone, straight to the collector.
-        for i in 0..1_200 {
-            let size = if i % 7 == 0 { 1_000 } else { 10 };
-            core.add(pending(
-                UserRecord::new("s", format!("k{i}"), vec![0; size]),
-                now,
-            ));
-        }
-        core.flush(now);
-        let requests = drain(&mut core);
-        let mut total = 0;
-        for request in &requests {
-            let bytes: usize = request.entries.iter().map(Entry::size).sum();
-            assert!(
-                request.entries.len() <= 500,
-                "{} entries",
-                request.entries.len()
-            );
-            assert!(bytes <= 20_000, "{bytes} bytes");
-            total += request.entries.len();
-        }
-        assert_eq!(total, 1_200);
-    }
-
-    #[test]
-    fn early_records_wait_for_the_map_and_aggregates_stay_within_one_shard() {
-        let mut core = Core::new(Arc::new(ProducerConfig::default()));
-        let now = Instant::now();
-        core.add(pending(UserRecord::new("s", "first", "x"), now));
-        let map = ShardMap::from_ranges([
-            ("low", 0, u128::MAX / 2),
-            ("high", u128::MAX / 2 + 1, u128::MAX),
-        ])
-        .expect("map");
-        core.set_shard_map("s", map.clone(), now);
-        for i in 0..100 {
-            core.add(pending(UserRecord::new("s", format!("k{i}"), "data"), now));
-        }
-        core.poll(now);
-        assert!(drain(&mut core).is_empty(), "nothing is due yet");
-        // Past the buffering deadline (100 ms) and the collection delay (20 ms).
-        core.poll(now + Duration::from_millis(110));
-        core.poll(now + Duration::from_millis(140));
-        let requests = drain(&mut core);
-        let entries: Vec<&Entry> = requests.iter().flat_map(|r| &r.entries).collect();
-        // The record added before the map waited for it and was aggregated too.
-        assert_eq!(entries.iter().map(|e| e.pendings.len()).sum::<usize>(), 101);
-        assert!(entries.len() <= 2, "one aggregate per shard");
-        for entry in entries.into_iter().filter(|e| e.shard.is_some()) {
-            let shard = entry.shard.as_deref().expect("predicted shard");
-            assert!(entry.aggregated);
-            for pending in &entry.pendings {
-                let index = map.shard_for(pending.hash_key).expect("in a shard");
-                assert_eq!(&**map.shard_id(index), shard);
-            }
-        }
-    }
 }
