@@ -10,8 +10,8 @@ use crate::limiter::ShardLimiter;
 
 use super::types::{Entry, Pending};
 
-#[derive(Debug)]
 /// The state of one predicted shard.
+#[derive(Debug)]
 pub(super) struct ShardState {
     pub(super) id: Arc<str>,
     pub(super) aggregator: AggregateBuilder,
