@@ -7,10 +7,16 @@
 //! children, and hand user code deaggregated records through a
 //! `RecordProcessor` trait.
 //!
-//! This release provides deaggregation of Kinesis records ([`deaggregate`],
-//! from the `kpl` crate's implementation of the wire format); the lease-based
-//! scheduler is being built on top of it.
+//! Built so far: deaggregation of Kinesis records ([`deaggregate`], from the
+//! `kpl` crate's implementation of the wire format), positions with
+//! sub-sequence numbers and the KCL's sentinels ([`checkpoint`]), and the
+//! lease table with the Java KCL's item schema and conditional operations
+//! ([`lease`]). The scheduler (lease taking and balancing, shard sync,
+//! retrieval, the `RecordProcessor` trait) is being built on top of them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
+
+pub mod checkpoint;
+pub mod lease;

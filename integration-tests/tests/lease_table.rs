@@ -1,0 +1,247 @@
+//! The lease table against the embedded DynamoDB: the Java KCL's item schema,
+//! asserted on the raw items, and the conditional operations.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use integration_tests::{LocalAws, unique_name};
+use kcl::checkpoint::ExtendedSequenceNumber;
+use kcl::lease::{Lease, LeaseTable};
+
+async fn raw_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+) -> HashMap<String, AttributeValue> {
+    client
+        .get_item()
+        .table_name(table)
+        .key("leaseKey", AttributeValue::S(key.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem")
+        .item()
+        .cloned()
+        .expect("item exists")
+}
+
+fn kind(value: &AttributeValue) -> &'static str {
+    match value {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::Ss(_) => "SS",
+        _ => "other",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_written_with_the_kcl_schema_and_changed_only_under_their_conditions() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("app");
+    let table = LeaseTable::new(client.clone(), &name);
+    assert!(table.create_if_missing().await.expect("create"));
+    assert!(
+        !table.create_if_missing().await.expect("exists"),
+        "a second call finds it"
+    );
+
+    let mut lease = Lease::new("shardId-000000000002", ExtendedSequenceNumber::TRIM_HORIZON);
+    lease.parent_shard_ids = vec!["shardId-000000000000".into()];
+    lease.hash_key_range = Some(("0".into(), "85070591730234615865843651857942052863".into()));
+    assert!(table.create_lease_if_absent(&lease).await.expect("put"));
+    assert!(
+        !table
+            .create_lease_if_absent(&lease)
+            .await
+            .expect("put again"),
+        "never overwritten"
+    );
+
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    let expected = [
+        ("leaseKey", "S"),
+        ("leaseCounter", "N"),
+        ("checkpoint", "S"),
+        ("checkpointSubSequenceNumber", "N"),
+        ("ownerSwitchesSinceCheckpoint", "N"),
+        ("parentShardId", "SS"),
+        ("startingHashKey", "S"),
+        ("endingHashKey", "S"),
+    ];
+    for (attribute, type_) in expected {
+        assert_eq!(item.get(attribute).map(kind), Some(type_), "{attribute}");
+    }
+    assert_eq!(item["checkpoint"].as_s().expect("S"), "TRIM_HORIZON");
+    assert!(!item.contains_key("leaseOwner"), "a new lease is free");
+
+    // Take, then a stale take by another worker loses.
+    let mut stale = lease.clone();
+    assert!(table.take(&mut lease, "worker-1").await.expect("take"));
+    assert!(
+        !table
+            .take(&mut stale, "worker-2")
+            .await
+            .expect("stale take")
+    );
+    // Renew by the owner; a renewal by anyone else fails.
+    assert!(table.renew(&mut lease, "worker-1").await.expect("renew"));
+    let mut other = lease.clone();
+    assert!(
+        !table
+            .renew(&mut other, "worker-2")
+            .await
+            .expect("foreign renew")
+    );
+
+    // A prepared checkpoint with application state, then the checkpoint.
+    let prepared = ExtendedSequenceNumber::new(
+        "49590338271490256608559692538361571095921575989136588898",
+        3,
+    );
+    assert!(
+        table
+            .checkpoint(
+                &mut lease,
+                "worker-1",
+                &ExtendedSequenceNumber::TRIM_HORIZON,
+                Some((&prepared, Some(b"object-key")))
+            )
+            .await
+            .expect("prepare")
+    );
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    assert_eq!(
+        item["pendingCheckpoint"].as_s().expect("S"),
+        prepared.sequence_number().expect("seq")
+    );
+    assert_eq!(
+        item["pendingCheckpointSubSequenceNumber"]
+            .as_n()
+            .expect("N"),
+        "3"
+    );
+    assert_eq!(
+        item["pendingCheckpointState"].as_b().expect("B").as_ref(),
+        b"object-key"
+    );
+    assert!(
+        table
+            .checkpoint(&mut lease, "worker-1", &prepared, None)
+            .await
+            .expect("checkpoint")
+    );
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    assert_eq!(item["checkpointSubSequenceNumber"].as_n().expect("N"), "3");
+    assert_eq!(item["ownerSwitchesSinceCheckpoint"].as_n().expect("N"), "0");
+    assert!(
+        !item.contains_key("pendingCheckpoint") && !item.contains_key("pendingCheckpointState")
+    );
+    assert_eq!(
+        table.get_lease(&lease.lease_key).await.expect("get"),
+        Some(lease.clone())
+    );
+
+    // A checkpoint with a stale counter fails; eviction frees the lease.
+    let mut stale = lease.clone();
+    stale.lease_counter -= 1;
+    assert!(
+        !table
+            .checkpoint(&mut stale, "worker-1", &prepared, None)
+            .await
+            .expect("stale checkpoint")
+    );
+    assert!(table.evict(&mut lease, "worker-1").await.expect("evict"));
+    let stored = table
+        .get_lease(&lease.lease_key)
+        .await
+        .expect("get")
+        .expect("lease");
+    assert_eq!(stored.lease_owner, None);
+    assert_eq!(stored, lease);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_written_by_the_java_kcl_is_read_with_its_checkpoints() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("java-app");
+    let table = LeaseTable::new(client.clone(), &name);
+    table.create_if_missing().await.expect("create");
+    // Items as the Java KCL 2.x/3.x writes them, including attributes this
+    // crate does not use.
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: &str| AttributeValue::N(v.into());
+    let items = [
+        vec![
+            ("leaseKey", s("shardId-000000000000")),
+            ("leaseOwner", s("java-worker-7")),
+            ("leaseCounter", n("1234")),
+            ("checkpoint", s("SHARD_END")),
+            ("checkpointSubSequenceNumber", n("0")),
+            ("ownerSwitchesSinceCheckpoint", n("0")),
+            (
+                "childShardIds",
+                AttributeValue::Ss(vec![
+                    "shardId-000000000001".into(),
+                    "shardId-000000000002".into(),
+                ]),
+            ),
+            ("startingHashKey", s("0")),
+            (
+                "endingHashKey",
+                s("340282366920938463463374607431768211455"),
+            ),
+            ("throughputKBps", n("0.5")),
+            ("entityType", s("LEASE")),
+        ],
+        vec![
+            ("leaseKey", s("shardId-000000000001")),
+            ("leaseCounter", n("7")),
+            (
+                "checkpoint",
+                s("49590338271490256608559692538361571095921575989136588898"),
+            ),
+            ("checkpointSubSequenceNumber", n("12")),
+            ("ownerSwitchesSinceCheckpoint", n("1")),
+            (
+                "parentShardId",
+                AttributeValue::Ss(vec!["shardId-000000000000".into()]),
+            ),
+        ],
+    ];
+    for item in items {
+        client
+            .put_item()
+            .table_name(&name)
+            .set_item(Some(
+                item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+    let mut leases = table.list_leases().await.expect("list");
+    leases.sort_by(|a, b| a.lease_key.cmp(&b.lease_key));
+    assert_eq!(leases.len(), 2);
+    assert_eq!(leases[0].checkpoint, ExtendedSequenceNumber::SHARD_END);
+    assert_eq!(leases[0].lease_owner.as_deref(), Some("java-worker-7"));
+    assert_eq!(leases[0].lease_counter, 1234);
+    assert_eq!(leases[0].child_shard_ids.len(), 2);
+    assert_eq!(
+        leases[1].checkpoint,
+        ExtendedSequenceNumber::new(
+            "49590338271490256608559692538361571095921575989136588898",
+            12
+        )
+    );
+    assert_eq!(
+        leases[1].parent_shard_ids,
+        vec!["shardId-000000000000".to_owned()]
+    );
+    // Our conditional take works on the Java worker's item.
+    let mut lease = leases[0].clone();
+    assert!(table.take(&mut lease, "rust-worker-1").await.expect("take"));
+}

@@ -1,0 +1,254 @@
+//! A lease as a DynamoDB item, attribute for attribute as the Java KCL 2.x
+//! writes it (`DynamoDBLeaseSerializer`).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::LeaseError;
+use crate::checkpoint::{ExtendedSequenceNumber, Position};
+
+pub(crate) const LEASE_KEY: &str = "leaseKey";
+pub(crate) const LEASE_OWNER: &str = "leaseOwner";
+pub(crate) const LEASE_COUNTER: &str = "leaseCounter";
+pub(crate) const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
+pub(crate) const CHECKPOINT: &str = "checkpoint";
+pub(crate) const CHECKPOINT_SUB: &str = "checkpointSubSequenceNumber";
+pub(crate) const PENDING_CHECKPOINT: &str = "pendingCheckpoint";
+pub(crate) const PENDING_CHECKPOINT_SUB: &str = "pendingCheckpointSubSequenceNumber";
+pub(crate) const PENDING_CHECKPOINT_STATE: &str = "pendingCheckpointState";
+pub(crate) const PARENT_SHARD_IDS: &str = "parentShardId";
+pub(crate) const CHILD_SHARD_IDS: &str = "childShardIds";
+pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
+pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
+
+/// One shard lease.
+///
+/// ```
+/// use kcl::checkpoint::ExtendedSequenceNumber;
+/// use kcl::lease::Lease;
+/// let lease = Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON);
+/// let item = lease.to_item();
+/// assert_eq!(item["checkpoint"].as_s().unwrap(), "TRIM_HORIZON");
+/// assert_eq!(Lease::from_item(&item).unwrap(), lease);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// `leaseKey` (S): the shard id, or `account:stream:creationEpoch:shardId`
+    /// for multi-stream applications.
+    pub lease_key: String,
+    /// `leaseOwner` (S): the worker holding it; absent when free.
+    pub lease_owner: Option<String>,
+    /// `leaseCounter` (N): bumped by every renewal and update; other workers
+    /// judge a lease expired when it stops moving.
+    pub lease_counter: u64,
+    /// `checkpoint` (S) and `checkpointSubSequenceNumber` (N).
+    pub checkpoint: ExtendedSequenceNumber,
+    /// `pendingCheckpoint` (S) and `pendingCheckpointSubSequenceNumber` (N).
+    pub pending_checkpoint: Option<ExtendedSequenceNumber>,
+    /// `pendingCheckpointState` (B): application state saved with a prepared
+    /// checkpoint.
+    pub pending_checkpoint_state: Option<Vec<u8>>,
+    /// `ownerSwitchesSinceCheckpoint` (N).
+    pub owner_switches_since_checkpoint: u64,
+    /// `parentShardId` (SS): the shard's parents.
+    pub parent_shard_ids: Vec<String>,
+    /// `childShardIds` (SS): the shard's children, once it has ended.
+    pub child_shard_ids: Vec<String>,
+    /// `startingHashKey` / `endingHashKey` (S): the shard's hash key range.
+    pub hash_key_range: Option<(String, String)>,
+}
+
+impl Lease {
+    /// A free lease at `checkpoint`, counter 0.
+    pub fn new(lease_key: impl Into<String>, checkpoint: ExtendedSequenceNumber) -> Self {
+        Self {
+            lease_key: lease_key.into(),
+            lease_owner: None,
+            lease_counter: 0,
+            checkpoint,
+            pending_checkpoint: None,
+            pending_checkpoint_state: None,
+            owner_switches_since_checkpoint: 0,
+            parent_shard_ids: Vec::new(),
+            child_shard_ids: Vec::new(),
+            hash_key_range: None,
+        }
+    }
+
+    /// The item as the Java KCL writes it. Empty sets are left out (DynamoDB
+    /// refuses empty string sets).
+    pub fn to_item(&self) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::new();
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        item.insert(LEASE_KEY.into(), s(&self.lease_key));
+        if let Some(owner) = &self.lease_owner {
+            item.insert(LEASE_OWNER.into(), s(owner));
+        }
+        item.insert(LEASE_COUNTER.into(), n(self.lease_counter));
+        item.insert(
+            OWNER_SWITCHES.into(),
+            n(self.owner_switches_since_checkpoint),
+        );
+        item.insert(CHECKPOINT.into(), s(self.checkpoint.position().as_str()));
+        item.insert(
+            CHECKPOINT_SUB.into(),
+            n(self.checkpoint.sub_sequence_number()),
+        );
+        if let Some(pending) = &self.pending_checkpoint {
+            item.insert(PENDING_CHECKPOINT.into(), s(pending.position().as_str()));
+            item.insert(
+                PENDING_CHECKPOINT_SUB.into(),
+                n(pending.sub_sequence_number()),
+            );
+        }
+        if let Some(state) = &self.pending_checkpoint_state {
+            item.insert(
+                PENDING_CHECKPOINT_STATE.into(),
+                AttributeValue::B(Blob::new(state.clone())),
+            );
+        }
+        if !self.parent_shard_ids.is_empty() {
+            item.insert(
+                PARENT_SHARD_IDS.into(),
+                AttributeValue::Ss(self.parent_shard_ids.clone()),
+            );
+        }
+        if !self.child_shard_ids.is_empty() {
+            item.insert(
+                CHILD_SHARD_IDS.into(),
+                AttributeValue::Ss(self.child_shard_ids.clone()),
+            );
+        }
+        if let Some((start, end)) = &self.hash_key_range {
+            item.insert(STARTING_HASH_KEY.into(), s(start));
+            item.insert(ENDING_HASH_KEY.into(), s(end));
+        }
+        item
+    }
+
+    /// Reads an item written by this crate or by the Java KCL (attributes it
+    /// does not know, such as KCL 3.x's `throughputKBps`, are ignored).
+    pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, LeaseError> {
+        let lease_key = match item.get(LEASE_KEY) {
+            Some(AttributeValue::S(key)) => key.clone(),
+            _ => {
+                return Err(LeaseError::InvalidItem {
+                    lease_key: String::new(),
+                    attribute: LEASE_KEY,
+                    problem: "is missing or not a string",
+                });
+            }
+        };
+        let invalid = |attribute: &'static str, problem: &'static str| LeaseError::InvalidItem {
+            lease_key: lease_key.clone(),
+            attribute,
+            problem,
+        };
+        let string = |name: &'static str| -> Result<Option<String>, LeaseError> {
+            match item.get(name) {
+                None | Some(AttributeValue::Null(_)) => Ok(None),
+                Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+                Some(_) => Err(invalid(name, "is not a string")),
+            }
+        };
+        let number = |name: &'static str| -> Result<Option<u64>, LeaseError> {
+            match item.get(name) {
+                None | Some(AttributeValue::Null(_)) => Ok(None),
+                Some(AttributeValue::N(v)) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| invalid(name, "is not a whole number")),
+                Some(_) => Err(invalid(name, "is not a number")),
+            }
+        };
+        let set = |name: &'static str| -> Result<Vec<String>, LeaseError> {
+            match item.get(name) {
+                None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
+                Some(AttributeValue::Ss(v)) => Ok(v.clone()),
+                Some(_) => Err(invalid(name, "is not a string set")),
+            }
+        };
+        let checkpoint = string(CHECKPOINT)?.ok_or_else(|| invalid(CHECKPOINT, "is missing"))?;
+        let pending_checkpoint = string(PENDING_CHECKPOINT)?
+            .map(|p| {
+                Ok::<_, LeaseError>(ExtendedSequenceNumber::from_parts(
+                    Position::parse(&p),
+                    number(PENDING_CHECKPOINT_SUB)?.unwrap_or(0),
+                ))
+            })
+            .transpose()?;
+        let pending_checkpoint_state = match item.get(PENDING_CHECKPOINT_STATE) {
+            None | Some(AttributeValue::Null(_)) => None,
+            Some(AttributeValue::B(blob)) => Some(blob.as_ref().to_vec()),
+            Some(_) => return Err(invalid(PENDING_CHECKPOINT_STATE, "is not binary")),
+        };
+        let hash_key_range = match (string(STARTING_HASH_KEY)?, string(ENDING_HASH_KEY)?) {
+            (Some(start), Some(end)) => Some((start, end)),
+            _ => None,
+        };
+        Ok(Self {
+            lease_owner: string(LEASE_OWNER)?,
+            lease_counter: number(LEASE_COUNTER)?.unwrap_or(0),
+            checkpoint: ExtendedSequenceNumber::from_parts(
+                Position::parse(&checkpoint),
+                number(CHECKPOINT_SUB)?.unwrap_or(0),
+            ),
+            pending_checkpoint,
+            pending_checkpoint_state,
+            owner_switches_since_checkpoint: number(OWNER_SWITCHES)?.unwrap_or(0),
+            parent_shard_ids: set(PARENT_SHARD_IDS)?,
+            child_shard_ids: set(CHILD_SHARD_IDS)?,
+            hash_key_range,
+            lease_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_lease_round_trips_through_an_item() {
+        let lease = Lease {
+            lease_key: "shardId-000000000003".into(),
+            lease_owner: Some("worker-1".into()),
+            lease_counter: 42,
+            checkpoint: ExtendedSequenceNumber::new("4959033827149025660855969253836157", 7),
+            pending_checkpoint: Some(ExtendedSequenceNumber::new(
+                "4959033827149025660855969253836160",
+                0,
+            )),
+            pending_checkpoint_state: Some(b"s3://bucket/key".to_vec()),
+            owner_switches_since_checkpoint: 2,
+            parent_shard_ids: vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
+            child_shard_ids: vec!["shardId-000000000005".into()],
+            hash_key_range: Some(("0".into(), "170141183460469231731687303715884105727".into())),
+        };
+        let item = lease.to_item();
+        assert!(matches!(item["leaseCounter"], AttributeValue::N(ref n) if n == "42"));
+        assert!(matches!(item["parentShardId"], AttributeValue::Ss(ref s) if s.len() == 2));
+        assert!(matches!(
+            item["pendingCheckpointState"],
+            AttributeValue::B(_)
+        ));
+        assert_eq!(Lease::from_item(&item).unwrap(), lease);
+    }
+
+    #[test]
+    fn malformed_items_are_typed_errors() {
+        let mut item = Lease::new("k", ExtendedSequenceNumber::LATEST).to_item();
+        item.insert("leaseCounter".into(), AttributeValue::S("x".into()));
+        assert!(matches!(
+            Lease::from_item(&item),
+            Err(LeaseError::InvalidItem {
+                attribute: "leaseCounter",
+                ..
+            })
+        ));
+        assert!(Lease::from_item(&HashMap::new()).is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! Conditional operations on the lease table.
+//!
+//! Every change is conditioned the way the Java KCL conditions it, so that two
+//! workers (in any language) never both believe they hold a lease: renewals
+//! and checkpoints require the counter and owner the caller last saw, takes
+//! require the counter, evictions the owner. A failed condition is not an
+//! error: the operation returns `Ok(false)` and the caller has lost the race.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
+};
+
+use super::item::*;
+use super::{Lease, LeaseError};
+use crate::checkpoint::ExtendedSequenceNumber;
+
+/// A lease table.
+///
+/// ```no_run
+/// # async fn demo(sdk_config: aws_config::SdkConfig) -> Result<(), kcl::lease::LeaseError> {
+/// use kcl::checkpoint::ExtendedSequenceNumber;
+/// use kcl::lease::{Lease, LeaseTable};
+///
+/// let table = LeaseTable::new(aws_sdk_dynamodb::Client::new(&sdk_config), "my-application");
+/// table.create_if_missing().await?;
+/// table.create_lease_if_absent(&Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON)).await?;
+/// for mut lease in table.list_leases().await? {
+///     if lease.lease_owner.is_none() && table.take(&mut lease, "worker-1").await? {
+///         println!("took {}", lease.lease_key);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LeaseTable {
+    client: aws_sdk_dynamodb::Client,
+    name: String,
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+impl LeaseTable {
+    /// The table `name` (the KCL names it after the application).
+    pub fn new(client: aws_sdk_dynamodb::Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the table (hash key `leaseKey`, on-demand billing) unless it
+    /// exists, and waits until it is ACTIVE. Returns whether it was created.
+    pub async fn create_if_missing(&self) -> Result<bool, LeaseError> {
+        let created = match self
+            .client
+            .create_table()
+            .table_name(&self.name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(LEASE_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| LeaseError::dynamo("CreateTable", e))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(LEASE_KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| LeaseError::dynamo("CreateTable", e))?,
+            )
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(LeaseError::dynamo("CreateTable", e)),
+        };
+        for _ in 0..600 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.name)
+                .send()
+                .await
+                .map_err(|e| LeaseError::dynamo("DescribeTable", e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(created);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(LeaseError::TableNotActive(self.name.clone()))
+    }
+
+    /// Writes a new lease unless one with its key exists. Returns whether it
+    /// was written.
+    pub async fn create_lease_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(lease.to_item()))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", LEASE_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(LeaseError::dynamo("PutItem", e)),
+        }
+    }
+
+    /// Every lease, read consistently (Scan, following pages).
+    pub async fn list_leases(&self) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.name)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| LeaseError::dynamo("Scan", e))?;
+            for item in page.items() {
+                leases.push(Lease::from_item(item)?);
+            }
+        }
+        Ok(leases)
+    }
+
+    /// One lease, read consistently.
+    pub async fn get_lease(&self, lease_key: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(lease_key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LeaseError::dynamo("GetItem", e))?;
+        out.item().map(Lease::from_item).transpose()
+    }
+
+    /// Renews a lease `owner` holds: bumps the counter if it is still the one
+    /// in `lease` and the owner is unchanged. On success `lease` is updated.
+    pub async fn renew(&self, lease: &mut Lease, owner: &str) -> Result<bool, LeaseError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .update_expression("SET #counter = #counter + :one")
+            .condition_expression("#counter = :expected AND #owner = :owner")
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expected", n(lease.lease_counter))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        self.applied("UpdateItem (renew)", result.map(|_| ()), || {
+            lease.lease_counter += 1;
+        })
+    }
+
+    /// Takes a lease for `new_owner` (free, expired, or stolen) if its counter
+    /// is still the one in `lease`; counts an owner switch.
+    pub async fn take(&self, lease: &mut Lease, new_owner: &str) -> Result<bool, LeaseError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .update_expression(
+                "SET #counter = #counter + :one, #owner = :owner, \
+                 #switches = if_not_exists(#switches, :zero) + :one",
+            )
+            .condition_expression("#counter = :expected")
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#switches", OWNER_SWITCHES)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":expected", n(lease.lease_counter))
+            .expression_attribute_values(":owner", s(new_owner))
+            .send()
+            .await;
+        self.applied("UpdateItem (take)", result.map(|_| ()), || {
+            lease.lease_counter += 1;
+            lease.lease_owner = Some(new_owner.to_owned());
+            lease.owner_switches_since_checkpoint += 1;
+        })
+    }
+
+    /// Gives a lease `owner` holds back (graceful hand-over): removes the
+    /// owner and bumps the counter, if `owner` still holds it.
+    pub async fn evict(&self, lease: &mut Lease, owner: &str) -> Result<bool, LeaseError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .update_expression("SET #counter = #counter + :one REMOVE #owner")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        self.applied("UpdateItem (evict)", result.map(|_| ()), || {
+            lease.lease_counter += 1;
+            lease.lease_owner = None;
+        })
+    }
+
+    /// Records a checkpoint (and optionally a prepared one with its state)
+    /// on a lease `owner` holds with the counter in `lease`. Clears any
+    /// pending checkpoint when `pending` is `None`, and resets the owner
+    /// switch count, as the Java KCL does.
+    pub async fn checkpoint(
+        &self,
+        lease: &mut Lease,
+        owner: &str,
+        checkpoint: &ExtendedSequenceNumber,
+        pending: Option<(&ExtendedSequenceNumber, Option<&[u8]>)>,
+    ) -> Result<bool, LeaseError> {
+        let mut update = String::from(
+            "SET #counter = #counter + :one, #cp = :cp, #cpsub = :cpsub, #switches = :zero",
+        );
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .condition_expression("#counter = :expected AND #owner = :owner")
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#cp", CHECKPOINT)
+            .expression_attribute_names("#cpsub", CHECKPOINT_SUB)
+            .expression_attribute_names("#switches", OWNER_SWITCHES)
+            .expression_attribute_names("#pcp", PENDING_CHECKPOINT)
+            .expression_attribute_names("#pcpsub", PENDING_CHECKPOINT_SUB)
+            .expression_attribute_names("#pstate", PENDING_CHECKPOINT_STATE)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":expected", n(lease.lease_counter))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":cp", s(checkpoint.position().as_str()))
+            .expression_attribute_values(":cpsub", n(checkpoint.sub_sequence_number()));
+        match pending {
+            Some((prepared, state)) => {
+                update.push_str(", #pcp = :pcp, #pcpsub = :pcpsub");
+                request = request
+                    .expression_attribute_values(":pcp", s(prepared.position().as_str()))
+                    .expression_attribute_values(":pcpsub", n(prepared.sub_sequence_number()));
+                match state {
+                    Some(state) => {
+                        update.push_str(", #pstate = :pstate");
+                        request = request.expression_attribute_values(
+                            ":pstate",
+                            AttributeValue::B(Blob::new(state.to_vec())),
+                        );
+                    }
+                    None => update.push_str(" REMOVE #pstate"),
+                }
+            }
+            None => update.push_str(" REMOVE #pcp, #pcpsub, #pstate"),
+        }
+        let result = request.update_expression(update).send().await;
+        self.applied("UpdateItem (checkpoint)", result.map(|_| ()), || {
+            lease.lease_counter += 1;
+            lease.checkpoint = checkpoint.clone();
+            lease.owner_switches_since_checkpoint = 0;
+            lease.pending_checkpoint = pending.map(|(prepared, _)| prepared.clone());
+            lease.pending_checkpoint_state =
+                pending.and_then(|(_, state)| state.map(<[u8]>::to_vec));
+        })
+    }
+
+    /// Deletes a lease (after its shard ended and its children started).
+    pub async fn delete_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.client
+            .delete_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .send()
+            .await
+            .map_err(|e| LeaseError::dynamo("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// `Ok(true)` and the local update when the write was applied, `Ok(false)`
+    /// when its condition failed, the error otherwise.
+    fn applied<E>(
+        &self,
+        operation: &'static str,
+        result: Result<(), aws_sdk_dynamodb::error::SdkError<E>>,
+        on_success: impl FnOnce(),
+    ) -> Result<bool, LeaseError>
+    where
+        E: std::error::Error + ConditionFailed + 'static,
+    {
+        match result {
+            Ok(()) => {
+                on_success();
+                Ok(true)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(ConditionFailed::condition_failed) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(LeaseError::dynamo(operation, e)),
+        }
+    }
+}
+
+/// Service errors that can say "the condition failed".
+trait ConditionFailed {
+    /// Whether this is a ConditionalCheckFailedException.
+    fn condition_failed(&self) -> bool;
+}
+
+impl ConditionFailed for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn condition_failed(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
