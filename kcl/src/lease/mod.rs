@@ -2,13 +2,16 @@
 //!
 //! - [`Lease`]: one item, with the KCL's attribute names and types;
 //! - [`LeaseTable`]: the conditional operations workers use to create, renew,
-//!   take, evict and checkpoint leases without trampling each other.
+//!   take, evict and checkpoint leases without trampling each other;
+//! - [`LeaseTaker`]: which leases a worker should take or steal.
 
 mod item;
 mod table;
+mod taker;
 
 pub use item::Lease;
 pub use table::LeaseTable;
+pub use taker::{LeaseTaker, TakePlan};
 
 /// Errors of the lease table.
 #[derive(Debug, thiserror::Error)]
