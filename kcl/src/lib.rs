@@ -20,3 +20,4 @@ pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
 
 pub mod checkpoint;
 pub mod lease;
+pub mod retrieval;

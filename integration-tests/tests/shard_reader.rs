@@ -1,0 +1,177 @@
+//! Reading shards: deaggregation with sub-sequence numbers, resuming in the
+//! middle of an aggregate, and shard end with the children found.
+
+use integration_tests::{ExternalAws, LocalAws, resources, unique_name};
+use kcl::checkpoint::ExtendedSequenceNumber;
+use kcl::retrieval::{Batch, ConsumerRecord, ShardReader, StartingPosition};
+use kpl::{Producer, UserRecord};
+
+async fn read_to_end(reader: &mut ShardReader) -> (Vec<ConsumerRecord>, Vec<String>) {
+    let mut records = Vec::new();
+    for _ in 0..1_000 {
+        let Batch {
+            records: batch,
+            shard_end,
+            ..
+        } = reader.next_batch().await.expect("batch");
+        let empty = batch.is_empty();
+        records.extend(batch);
+        if let Some(children) = shard_end {
+            return (records, children);
+        }
+        if empty {
+            return (records, Vec::new());
+        }
+    }
+    panic!("shard never ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_come_back_with_their_sub_sequence_numbers_and_resume_mid_aggregate() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("reader");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..1_000 {
+        pending.push(
+            producer
+                .add_user_record(UserRecord::new(
+                    &stream,
+                    format!("k{}", i % 13),
+                    format!("r{i:04}"),
+                ))
+                .await
+                .expect("accepted"),
+        );
+    }
+    let results: Vec<_> = futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .map(|r| r.expect("stored"))
+        .collect();
+    producer.shutdown().await.expect("shutdown");
+    let shard = results[0].shard_id.clone();
+
+    let mut reader = ShardReader::new(
+        client.clone(),
+        &stream,
+        &shard,
+        ExtendedSequenceNumber::TRIM_HORIZON,
+        StartingPosition::TrimHorizon,
+    );
+    let (records, _) = read_to_end(&mut reader).await;
+    assert_eq!(records.len(), 1_000);
+    for (i, (record, result)) in records.iter().zip(&results).enumerate() {
+        assert_eq!(record.data.as_ref(), format!("r{i:04}").as_bytes());
+        assert_eq!(record.sequence_number, result.sequence_number, "record {i}");
+        assert_eq!(
+            record.sub_sequence_number, result.sub_sequence_number,
+            "record {i}"
+        );
+    }
+
+    // Checkpointed at the fourth sub-record of an aggregate: resume at the fifth.
+    let middle = records
+        .iter()
+        .position(|r| r.aggregated && r.sub_sequence_number == 3)
+        .expect("an aggregate with at least four records");
+    let mut resumed = ShardReader::new(
+        client,
+        &stream,
+        &shard,
+        records[middle].extended_sequence_number(),
+        StartingPosition::TrimHorizon,
+    );
+    let (rest, _) = read_to_end(&mut resumed).await;
+    assert_eq!(
+        rest.first(),
+        records.get(middle + 1),
+        "resumes at the next sub-record"
+    );
+    assert_eq!(rest.len(), records.len() - middle - 1);
+}
+
+async fn split_and_read_parent(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (usize, Vec<String>) {
+    resources::create_stream(client, stream, 1)
+        .await
+        .expect("stream");
+    let parent = kpl::shard_map::list_shards(client, stream)
+        .await
+        .expect("ListShards")[0]
+        .shard_id()
+        .to_owned();
+    client
+        .put_record()
+        .stream_name(stream)
+        .partition_key("k")
+        .data(aws_sdk_kinesis::primitives::Blob::new(
+            b"before the split".to_vec(),
+        ))
+        .send()
+        .await
+        .expect("PutRecord");
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&parent)
+        .new_starting_hash_key((1u128 << 127).to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    resources::wait_for_stream(client, stream)
+        .await
+        .expect("active");
+    let mut reader = ShardReader::new(
+        client.clone(),
+        stream,
+        &parent,
+        ExtendedSequenceNumber::TRIM_HORIZON,
+        StartingPosition::TrimHorizon,
+    );
+    let mut records = 0;
+    for _ in 0..100 {
+        let batch = reader.next_batch().await.expect("batch");
+        records += batch.records.len();
+        if let Some(children) = batch.shard_end {
+            let mut children = children;
+            children.sort();
+            return (records, children);
+        }
+    }
+    panic!("the parent never ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_parent_ends_and_its_children_are_found_on_the_embedded_kinesis() {
+    // ferrokinesis returns no ChildShards: the reader falls back to ListShards.
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (records, children) =
+        split_and_read_parent(&aws.kinesis_client(), &unique_name("split")).await;
+    assert_eq!(records, 1);
+    assert_eq!(children.len(), 2, "{children:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_parent_ends_with_child_shards_on_kinesis_local() {
+    let aws = ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = aws.kinesis_client();
+    let stream = unique_name("split");
+    let (records, children) = split_and_read_parent(&client, &stream).await;
+    assert_eq!(records, 1);
+    assert_eq!(children.len(), 2, "{children:?}");
+    resources::delete_stream(&client, &stream)
+        .await
+        .expect("cleanup");
+}

@@ -1,0 +1,23 @@
+//! Reading a shard: polling GetRecords, deaggregation, resuming from a
+//! checkpoint in the middle of an aggregate, and detecting the shard's end.
+
+mod polling;
+mod record;
+
+pub use polling::{Batch, ShardReader, StartingPosition};
+pub use record::ConsumerRecord;
+
+/// Errors while reading a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrievalError {
+    /// A Kinesis call failed.
+    #[error("Kinesis {operation} failed for shard {shard_id}: {message}")]
+    Kinesis {
+        /// The operation.
+        operation: &'static str,
+        /// The shard.
+        shard_id: String,
+        /// The SDK's error with its sources.
+        message: String,
+    },
+}
