@@ -20,4 +20,6 @@ pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
 
 pub mod checkpoint;
 pub mod lease;
+pub mod processor;
 pub mod retrieval;
+pub mod scheduler;

@@ -1,0 +1,271 @@
+//! The consumer (kcl::scheduler) against the embedded back ends.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration_tests::{LocalAws, resources, unique_name};
+use kcl::lease::LeaseTable;
+use kcl::processor::*;
+use kcl::retrieval::StartingPosition;
+use kcl::scheduler::{ConsumerConfig, Scheduler};
+use kpl::{Producer, UserRecord};
+
+/// `(worker, shard, sequence, sub-sequence, data)` of every record seen.
+type Seen = Arc<Mutex<Vec<(String, String, String, u64, String)>>>;
+
+struct Collector {
+    worker: String,
+    shard: String,
+    seen: Seen,
+}
+
+impl RecordProcessor for Collector {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        {
+            let mut seen = self.seen.lock().expect("lock");
+            for record in &input.records {
+                seen.push((
+                    self.worker.clone(),
+                    self.shard.clone(),
+                    record.sequence_number.clone(),
+                    record.sub_sequence_number,
+                    String::from_utf8_lossy(&record.data).into_owned(),
+                ));
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        checkpointer
+            .checkpoint_shard_end()
+            .await
+            .expect("SHARD_END checkpoint");
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+fn config(app: &str, stream: &str, worker: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(app, stream, worker);
+    config.initial_position = StartingPosition::TrimHorizon;
+    config.failover_time = Duration::from_secs(3);
+    config.idle_time_between_reads = Duration::from_millis(100);
+    config.shard_sync_interval = Duration::from_secs(1);
+    config
+}
+
+fn start(
+    aws: &LocalAws,
+    config: ConsumerConfig,
+    seen: &Seen,
+) -> (kcl::scheduler::ShutdownHandle, tokio::task::JoinHandle<()>) {
+    let worker = config.worker_id.clone();
+    let seen = seen.clone();
+    let scheduler = Scheduler::new(aws.sdk_config(), config, move |shard: &str| Collector {
+        worker: worker.clone(),
+        shard: shard.to_owned(),
+        seen: seen.clone(),
+    });
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(async move {
+        scheduler.run().await.expect("scheduler");
+    });
+    (handle, task)
+}
+
+/// Produces `count` records numbered from `first`; returns (shard, seq, sub, data).
+async fn produce(
+    producer: &Producer,
+    stream: &str,
+    first: usize,
+    count: usize,
+) -> Vec<(String, String, u64, String)> {
+    let mut pending = Vec::new();
+    for i in first..first + count {
+        let data = format!("record-{i:06}");
+        pending.push((
+            data.clone(),
+            producer
+                .add_user_record(UserRecord::new(stream, format!("pk-{}", i % 101), data))
+                .await
+                .expect("accepted"),
+        ));
+    }
+    let mut out = Vec::new();
+    for (data, result) in pending {
+        let result = result.await.expect("stored");
+        out.push((
+            result.shard_id,
+            result.sequence_number,
+            result.sub_sequence_number,
+            data,
+        ));
+    }
+    out
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_sees_every_record_of_four_shards_exactly_once() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("consume");
+    resources::create_stream(&aws.kinesis_client(), &stream, 4)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut expected = produce(&producer, &stream, 0, 4_000).await;
+    // A few plain (not aggregated) records too.
+    for i in 0..20 {
+        let out = aws
+            .kinesis_client()
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("plain-{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                format!("plain-{i}").into_bytes(),
+            ))
+            .send()
+            .await
+            .expect("PutRecord");
+        expected.push((
+            out.shard_id().to_owned(),
+            out.sequence_number().to_owned(),
+            0,
+            format!("plain-{i}"),
+        ));
+    }
+    producer.shutdown().await.expect("producer shutdown");
+
+    let seen: Seen = Arc::default();
+    let app = unique_name("app");
+    let (handle, task) = start(&aws, config(&app, &stream, "worker-1"), &seen);
+    wait_until("every record", Duration::from_secs(60), || {
+        seen.lock().expect("lock").len() >= expected.len()
+    })
+    .await;
+    handle.graceful().await;
+    task.await.expect("scheduler task");
+
+    let got: Vec<_> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, shard, seq, sub, data)| (shard.clone(), seq.clone(), *sub, data.clone()))
+        .collect();
+    let got_set: HashSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len(), "no record twice");
+    assert_eq!(
+        got_set,
+        expected.into_iter().collect::<HashSet<_>>(),
+        "every record, with its sub-sequence number"
+    );
+    // Graceful shutdown handed the leases back.
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let leases = table.list_leases().await.expect("leases");
+    assert_eq!(leases.len(), 4);
+    assert!(leases.iter().all(|l| l.lease_owner.is_none()), "{leases:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_split_the_shards_and_one_takes_over_when_the_other_dies() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("balance");
+    resources::create_stream(&aws.kinesis_client(), &stream, 4)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut expected = produce(&producer, &stream, 0, 1_000).await;
+
+    let seen: Seen = Arc::default();
+    let app = unique_name("app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let (a, a_task) = start(&aws, config(&app, &stream, "worker-a"), &seen);
+    let (_b, b_task) = start(&aws, config(&app, &stream, "worker-b"), &seen);
+
+    // 2/2 within a few lease intervals.
+    let started = Instant::now();
+    loop {
+        let leases = table.list_leases().await.unwrap_or_default();
+        let owned_by = |w: &str| {
+            leases
+                .iter()
+                .filter(|l| l.lease_owner.as_deref() == Some(w))
+                .count()
+        };
+        if leases.len() == 4 && owned_by("worker-a") == 2 && owned_by("worker-b") == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no 2/2 split: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_until("the first records", Duration::from_secs(30), || {
+        seen.lock().expect("lock").len() >= expected.len()
+    })
+    .await;
+
+    // Kill b without releasing anything; a owns all four within failover + a renewal.
+    b_task.abort();
+    let _ = b_task.await;
+    let killed = Instant::now();
+    loop {
+        let leases = table.list_leases().await.unwrap_or_default();
+        if leases
+            .iter()
+            .filter(|l| l.lease_owner.as_deref() == Some("worker-a"))
+            .count()
+            == 4
+        {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3 + 1 + 3),
+            "a did not take over: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Records produced after the death arrive through a, resuming from b's checkpoints.
+    expected.extend(produce(&producer, &stream, 1_000, 1_000).await);
+    producer.shutdown().await.expect("producer shutdown");
+    let wanted: HashSet<String> = expected.iter().map(|e| e.3.clone()).collect();
+    wait_until(
+        "every record after the take-over",
+        Duration::from_secs(60),
+        || {
+            let seen = seen.lock().expect("lock");
+            wanted.iter().all(|w| seen.iter().any(|s| &s.4 == w))
+        },
+    )
+    .await;
+    a.graceful().await;
+    a_task.await.expect("scheduler task");
+    let seen = seen.lock().expect("lock");
+    let after: Vec<_> = seen
+        .iter()
+        .filter(|s| s.4.as_str() >= "record-001000")
+        .collect();
+    assert!(after.iter().all(|s| s.0 == "worker-a"), "only a remains");
+}

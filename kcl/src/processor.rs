@@ -1,0 +1,236 @@
+//! What applications implement: a processor per shard, and the checkpointer
+//! it records its progress with.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::checkpoint::ExtendedSequenceNumber;
+use crate::lease::{Lease, LeaseError, LeaseTable};
+use crate::retrieval::ConsumerRecord;
+
+/// Given to [`RecordProcessor::initialize`].
+#[derive(Debug, Clone)]
+pub struct InitializationInput {
+    /// The shard.
+    pub shard_id: String,
+    /// Where processing resumes (the lease's checkpoint).
+    pub extended_sequence_number: ExtendedSequenceNumber,
+    /// A prepared checkpoint left by the previous owner, with its state.
+    pub pending_checkpoint: Option<(ExtendedSequenceNumber, Option<Vec<u8>>)>,
+}
+
+/// Given to [`RecordProcessor::process_records`].
+#[derive(Debug, Clone)]
+pub struct ProcessRecordsInput {
+    /// Deaggregated records, in order.
+    pub records: Vec<ConsumerRecord>,
+    /// How far behind the tip of the shard this batch is.
+    pub millis_behind_latest: Option<i64>,
+}
+
+/// Processes the records of one shard. One instance per shard lease; its
+/// methods are never called concurrently.
+///
+/// ```
+/// use kcl::processor::*;
+/// struct Printer;
+/// impl RecordProcessor for Printer {
+///     async fn initialize(&mut self, input: InitializationInput) {
+///         println!("starting {} at {}", input.shard_id, input.extended_sequence_number);
+///     }
+///     async fn process_records(&mut self, input: ProcessRecordsInput, checkpointer: &mut Checkpointer) {
+///         for record in &input.records { println!("{:?}", record.data); }
+///         let _ = checkpointer.checkpoint().await;
+///     }
+///     async fn lease_lost(&mut self) {}
+///     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+///         let _ = checkpointer.checkpoint_shard_end().await;
+///     }
+///     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+///         let _ = checkpointer.checkpoint().await;
+///     }
+/// }
+/// ```
+pub trait RecordProcessor: Send + 'static {
+    /// Called once before the first records.
+    fn initialize(&mut self, input: InitializationInput) -> impl Future<Output = ()> + Send;
+    /// Called with each batch of records.
+    fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send;
+    /// The lease was lost (another worker took it): stop; checkpoints would fail.
+    fn lease_lost(&mut self) -> impl Future<Output = ()> + Send;
+    /// The shard has ended: checkpoint SHARD_END (`checkpoint_shard_end`), or
+    /// its children never start.
+    fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> impl Future<Output = ()> + Send;
+    /// The worker is shutting down gracefully: a last chance to checkpoint.
+    fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Checkpoint errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// This worker no longer holds the lease.
+    #[error("lease {0} is no longer held by this worker")]
+    LeaseLost(String),
+    /// The position is before the last checkpoint or after the last record
+    /// delivered.
+    #[error("checkpoint {requested} is outside [{last_checkpoint}, {largest_delivered}]")]
+    OutOfRange {
+        /// The position asked for.
+        requested: ExtendedSequenceNumber,
+        /// The lease's checkpoint.
+        last_checkpoint: ExtendedSequenceNumber,
+        /// The last record delivered.
+        largest_delivered: ExtendedSequenceNumber,
+    },
+    /// SHARD_END can only be checkpointed once the shard has ended.
+    #[error("the shard has not ended")]
+    ShardNotEnded,
+    /// The lease table failed.
+    #[error(transparent)]
+    Table(#[from] LeaseError),
+}
+
+/// Records a shard's progress in its lease.
+#[derive(Debug)]
+pub struct Checkpointer {
+    table: LeaseTable,
+    lease: Arc<Mutex<Lease>>,
+    worker_id: String,
+    largest_delivered: ExtendedSequenceNumber,
+    shard_ended: bool,
+}
+
+impl Checkpointer {
+    pub(crate) fn new(
+        table: LeaseTable,
+        lease: Arc<Mutex<Lease>>,
+        worker_id: String,
+        start: ExtendedSequenceNumber,
+    ) -> Self {
+        Self {
+            table,
+            lease,
+            worker_id,
+            largest_delivered: start,
+            shard_ended: false,
+        }
+    }
+
+    pub(crate) fn delivered(&mut self, position: ExtendedSequenceNumber) {
+        self.largest_delivered = position;
+    }
+
+    pub(crate) fn set_shard_ended(&mut self) {
+        self.shard_ended = true;
+    }
+
+    /// Checkpoints the last record delivered.
+    pub async fn checkpoint(&mut self) -> Result<(), CheckpointError> {
+        let position = self.largest_delivered.clone();
+        self.write(&position).await
+    }
+
+    /// Checkpoints at a record (it and everything before it are done).
+    pub async fn checkpoint_at(&mut self, record: &ConsumerRecord) -> Result<(), CheckpointError> {
+        self.write(&record.extended_sequence_number()).await
+    }
+
+    /// Checkpoints at a sequence and sub-sequence number.
+    pub async fn checkpoint_sequence(
+        &mut self,
+        position: ExtendedSequenceNumber,
+    ) -> Result<(), CheckpointError> {
+        self.write(&position).await
+    }
+
+    /// Records a prepared checkpoint with application state (for example
+    /// the key of an object about to be written), without moving the
+    /// checkpoint. A later `checkpoint` clears it.
+    pub async fn prepare_checkpoint(
+        &mut self,
+        position: ExtendedSequenceNumber,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), CheckpointError> {
+        self.check_range(&position).await?;
+        let mut lease = self.lease.lock().await;
+        let current = lease.checkpoint.clone();
+        let ok = self
+            .table
+            .checkpoint(
+                &mut lease,
+                &self.worker_id,
+                &current,
+                Some((&position, state.as_deref())),
+            )
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+        }
+    }
+
+    /// Checkpoints SHARD_END; only after the shard has ended.
+    pub async fn checkpoint_shard_end(&mut self) -> Result<(), CheckpointError> {
+        if !self.shard_ended {
+            return Err(CheckpointError::ShardNotEnded);
+        }
+        let mut lease = self.lease.lock().await;
+        let ok = self
+            .table
+            .checkpoint(
+                &mut lease,
+                &self.worker_id,
+                &ExtendedSequenceNumber::SHARD_END,
+                None,
+            )
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+        }
+    }
+
+    async fn check_range(&self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
+        let last_checkpoint = self.lease.lock().await.checkpoint.clone();
+        let below = position.sequence_number().is_some()
+            && last_checkpoint.sequence_number().is_some()
+            && *position < last_checkpoint;
+        let above = position.sequence_number().is_none()
+            || (self.largest_delivered.sequence_number().is_some()
+                && *position > self.largest_delivered)
+            || self.largest_delivered.sequence_number().is_none();
+        if below || above {
+            return Err(CheckpointError::OutOfRange {
+                requested: position.clone(),
+                last_checkpoint,
+                largest_delivered: self.largest_delivered.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
+        self.check_range(position).await?;
+        let mut lease = self.lease.lock().await;
+        let ok = self
+            .table
+            .checkpoint(&mut lease, &self.worker_id, position, None)
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+        }
+    }
+}

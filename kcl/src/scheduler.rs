@@ -1,0 +1,449 @@
+//! The worker loop: shard sync, lease renewal and taking, one task per held
+//! shard, graceful shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::checkpoint::ExtendedSequenceNumber;
+use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
+use crate::processor::{Checkpointer, InitializationInput, ProcessRecordsInput, RecordProcessor};
+use crate::retrieval::{ShardReader, StartingPosition};
+
+/// Consumer settings. Defaults as the Java KCL's unless noted.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Application name; also the lease table's name.
+    pub application_name: String,
+    /// The stream to consume.
+    pub stream_name: String,
+    /// This worker's id (unique among the application's workers).
+    pub worker_id: String,
+    /// Where shards without a checkpoint start. Default: LATEST.
+    pub initial_position: StartingPosition,
+    /// A lease whose counter does not move for this long is expired.
+    /// Default: 10 s. Leases are renewed every third of it.
+    pub failover_time: Duration,
+    /// Most leases this worker holds. Default: unlimited.
+    pub max_leases_per_worker: usize,
+    /// Pause after a GetRecords that returned nothing. Default: 1.5 s.
+    pub idle_time_between_reads: Duration,
+    /// How often the shard list is synchronised into leases. Default: 60 s.
+    pub shard_sync_interval: Duration,
+    /// Most records per GetRecords. Default: 10,000.
+    pub max_records: i32,
+}
+
+impl ConsumerConfig {
+    /// Settings with the defaults.
+    pub fn new(
+        application_name: impl Into<String>,
+        stream_name: impl Into<String>,
+        worker_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            application_name: application_name.into(),
+            stream_name: stream_name.into(),
+            worker_id: worker_id.into(),
+            initial_position: StartingPosition::Latest,
+            failover_time: Duration::from_secs(10),
+            max_leases_per_worker: usize::MAX,
+            idle_time_between_reads: Duration::from_millis(1_500),
+            shard_sync_interval: Duration::from_secs(60),
+            max_records: 10_000,
+        }
+    }
+}
+
+/// Errors that stop the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The lease table could not be used.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    LeaseLost,
+    Shutdown,
+}
+
+struct Held {
+    lease: Arc<Mutex<Lease>>,
+    stop: watch::Sender<Stop>,
+    task: Option<AbortHandle>,
+}
+
+/// Asks a running scheduler to shut down gracefully.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    request: Arc<watch::Sender<bool>>,
+    done: watch::Receiver<bool>,
+}
+
+impl ShutdownHandle {
+    /// Calls `shutdown_requested` on every processor, releases the leases,
+    /// and resolves when the scheduler has stopped.
+    pub async fn graceful(&self) {
+        let _ = self.request.send(true);
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+/// Runs record processors on the shards this worker holds leases for.
+///
+/// ```no_run
+/// # use kcl::processor::*;
+/// # struct P; impl RecordProcessor for P {
+/// #   async fn initialize(&mut self, _: InitializationInput) {}
+/// #   async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) {}
+/// #   async fn lease_lost(&mut self) {}
+/// #   async fn shard_ended(&mut self, c: &mut Checkpointer) { let _ = c.checkpoint_shard_end().await; }
+/// #   async fn shutdown_requested(&mut self, _: &mut Checkpointer) {}
+/// # }
+/// # async fn demo(sdk_config: aws_config::SdkConfig) {
+/// use kcl::scheduler::{ConsumerConfig, Scheduler};
+/// let config = ConsumerConfig::new("my-app", "orders", "worker-1");
+/// let scheduler = Scheduler::new(&sdk_config, config, |_shard: &str| P);
+/// let shutdown = scheduler.shutdown_handle();
+/// let running = tokio::spawn(scheduler.run());
+/// shutdown.graceful().await;
+/// # let _ = running.await; }
+/// ```
+pub struct Scheduler<F> {
+    config: ConsumerConfig,
+    kinesis: aws_sdk_kinesis::Client,
+    table: LeaseTable,
+    factory: Arc<F>,
+    shutdown_request: Arc<watch::Sender<bool>>,
+    shutdown_done: watch::Sender<bool>,
+}
+
+impl<F, P> Scheduler<F>
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: RecordProcessor,
+{
+    /// A scheduler using clients built from `sdk_config`.
+    pub fn new(sdk_config: &aws_config::SdkConfig, config: ConsumerConfig, factory: F) -> Self {
+        let table = LeaseTable::new(
+            aws_sdk_dynamodb::Client::new(sdk_config),
+            &config.application_name,
+        );
+        Self {
+            kinesis: aws_sdk_kinesis::Client::new(sdk_config),
+            table,
+            config,
+            factory: Arc::new(factory),
+            shutdown_request: Arc::new(watch::channel(false).0),
+            shutdown_done: watch::channel(false).0,
+        }
+    }
+
+    /// A handle to shut the scheduler down gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            request: self.shutdown_request.clone(),
+            done: self.shutdown_done.subscribe(),
+        }
+    }
+
+    /// Runs until a graceful shutdown is requested (or the table fails).
+    pub async fn run(self) -> Result<(), ConsumerError> {
+        let result = self.run_inner().await;
+        let _ = self.shutdown_done.send(true);
+        result
+    }
+
+    async fn run_inner(&self) -> Result<(), ConsumerError> {
+        self.table.create_if_missing().await?;
+        let renew_every = self.config.failover_time / 3;
+        let mut taker = LeaseTaker::new(
+            &self.config.worker_id,
+            self.config.failover_time,
+            self.config.max_leases_per_worker,
+        );
+        let mut held: HashMap<String, Held> = HashMap::new();
+        // Owns every shard task: if this future is dropped (an abrupt stop),
+        // they stop too, and their leases expire for other workers to take.
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut last_sync: Option<Instant> = None;
+        let mut shutdown = self.shutdown_request.subscribe();
+        let mut tick = tokio::time::interval(renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
+                match self.sync_shards().await {
+                    Ok(()) => last_sync = Some(Instant::now()),
+                    Err(error) => tracing::warn!(%error, "shard sync failed"),
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            if let Err(error) = self.maintain(&mut taker, &mut held, &mut tasks).await {
+                tracing::warn!(%error, "lease maintenance failed");
+            }
+        }
+        // Graceful: let every processor checkpoint, then hand the leases over.
+        for held_lease in held.values() {
+            let _ = held_lease.stop.send(Stop::Shutdown);
+        }
+        while tasks.join_next().await.is_some() {}
+        for (_, held_lease) in held.drain() {
+            let mut lease = held_lease.lease.lock().await;
+            let _ = self.table.evict(&mut lease, &self.config.worker_id).await;
+        }
+        Ok(())
+    }
+
+    /// Renews held leases, takes new ones, starts shard workers whose parents
+    /// are done, and cleans up finished leases.
+    async fn maintain(
+        &self,
+        taker: &mut LeaseTaker,
+        held: &mut HashMap<String, Held>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), LeaseError> {
+        let worker = self.config.worker_id.as_str();
+        // Renew; drop what was lost or finished.
+        let mut gone = Vec::new();
+        for (key, held_lease) in held.iter() {
+            let finished = held_lease
+                .task
+                .as_ref()
+                .is_some_and(AbortHandle::is_finished);
+            let mut lease = held_lease.lease.lock().await;
+            if finished {
+                // The processor ended (shard end or lease lost): release it.
+                let _ = self.table.evict(&mut lease, worker).await;
+                gone.push(key.clone());
+            } else if !self.table.renew(&mut lease, worker).await? {
+                let _ = held_lease.stop.send(Stop::LeaseLost);
+                gone.push(key.clone());
+            }
+        }
+        for key in gone {
+            held.remove(&key);
+        }
+
+        let leases = self.table.list_leases().await?;
+        let plan = taker.plan(&leases, Instant::now());
+        for key in plan.take.into_iter().chain(plan.steal) {
+            let Some(lease) = leases.iter().find(|l| l.lease_key == key) else {
+                continue;
+            };
+            let mut lease = lease.clone();
+            if self.table.take(&mut lease, worker).await? {
+                tracing::info!(lease = %key, %worker, "lease taken");
+                let (stop, _) = watch::channel(Stop::Run);
+                held.insert(
+                    key,
+                    Held {
+                        lease: Arc::new(Mutex::new(lease)),
+                        stop,
+                        task: None,
+                    },
+                );
+            }
+        }
+
+        // Start the shards whose parents have finished.
+        let finished = |key: &str| {
+            leases
+                .iter()
+                .find(|l| l.lease_key == key)
+                .is_none_or(|l| l.checkpoint == ExtendedSequenceNumber::SHARD_END)
+        };
+        for held_lease in held.values_mut() {
+            if held_lease.task.is_some() {
+                continue;
+            }
+            let lease = held_lease.lease.lock().await.clone();
+            if lease.parent_shard_ids.iter().all(|parent| finished(parent)) {
+                let processor = (self.factory)(&lease.lease_key);
+                let task = tasks.spawn(shard_worker(
+                    processor,
+                    self.table.clone(),
+                    held_lease.lease.clone(),
+                    self.kinesis.clone(),
+                    self.config.clone(),
+                    held_lease.stop.subscribe(),
+                ));
+                held_lease.task = Some(task);
+            }
+        }
+
+        // Delete finished leases once all their children have started.
+        for lease in leases.iter().filter(|l| {
+            l.checkpoint == ExtendedSequenceNumber::SHARD_END && l.lease_owner.is_none()
+        }) {
+            let children_started = !lease.child_shard_ids.is_empty()
+                && lease.child_shard_ids.iter().all(|child| {
+                    leases
+                        .iter()
+                        .find(|l| &l.lease_key == child)
+                        .is_some_and(|l| {
+                            l.checkpoint.sequence_number().is_some()
+                                || l.checkpoint == ExtendedSequenceNumber::SHARD_END
+                        })
+                });
+            if children_started {
+                self.table.delete_lease(lease).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates leases for shards that have none; records children on parents.
+    async fn sync_shards(&self) -> Result<(), LeaseError> {
+        let shards = kpl::shard_map::list_shards(&self.kinesis, &self.config.stream_name)
+            .await
+            .map_err(|e| LeaseError::dynamo("ListShards", e))?;
+        let ids: std::collections::HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
+        for shard in &shards {
+            let parents: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .filter(|p| ids.contains(p))
+                .map(str::to_owned)
+                .collect();
+            // Children start at the beginning: their parents' records come first.
+            let start = if parents.is_empty() {
+                match self.config.initial_position {
+                    StartingPosition::TrimHorizon => ExtendedSequenceNumber::TRIM_HORIZON,
+                    StartingPosition::Latest => ExtendedSequenceNumber::LATEST,
+                    StartingPosition::AtTimestamp(_) => ExtendedSequenceNumber::AT_TIMESTAMP,
+                }
+            } else {
+                ExtendedSequenceNumber::TRIM_HORIZON
+            };
+            let mut lease = Lease::new(shard.shard_id(), start);
+            lease.parent_shard_ids = parents;
+            lease.child_shard_ids = shards
+                .iter()
+                .filter(|s| {
+                    s.parent_shard_id() == Some(shard.shard_id())
+                        || s.adjacent_parent_shard_id() == Some(shard.shard_id())
+                })
+                .map(|s| s.shard_id().to_owned())
+                .collect();
+            if let Some(range) = shard.hash_key_range() {
+                lease.hash_key_range = Some((
+                    range.starting_hash_key().to_owned(),
+                    range.ending_hash_key().to_owned(),
+                ));
+            }
+            self.table.create_lease_if_absent(&lease).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one shard's processor until the shard ends, the lease is lost, or
+/// the worker shuts down.
+async fn shard_worker<P: RecordProcessor>(
+    mut processor: P,
+    table: LeaseTable,
+    lease: Arc<Mutex<Lease>>,
+    kinesis: aws_sdk_kinesis::Client,
+    config: ConsumerConfig,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let snapshot = lease.lock().await.clone();
+    let shard_id = snapshot.lease_key.clone();
+    if snapshot.checkpoint == ExtendedSequenceNumber::SHARD_END {
+        return;
+    }
+    processor
+        .initialize(InitializationInput {
+            shard_id: shard_id.clone(),
+            extended_sequence_number: snapshot.checkpoint.clone(),
+            pending_checkpoint: snapshot
+                .pending_checkpoint
+                .clone()
+                .map(|p| (p, snapshot.pending_checkpoint_state.clone())),
+        })
+        .await;
+    let mut reader = ShardReader::new(
+        kinesis,
+        &config.stream_name,
+        &shard_id,
+        snapshot.checkpoint.clone(),
+        config.initial_position,
+    )
+    .with_limit(config.max_records);
+    if let Some((start, end)) = &snapshot.hash_key_range
+        && let (Ok(start), Ok(end)) = (start.parse(), end.parse())
+    {
+        reader = reader.with_hash_range(start, end);
+    }
+    let mut checkpointer = Checkpointer::new(
+        table,
+        lease,
+        config.worker_id.clone(),
+        snapshot.checkpoint.clone(),
+    );
+    loop {
+        let state = *stop.borrow();
+        match state {
+            Stop::Run => {}
+            Stop::LeaseLost => {
+                processor.lease_lost().await;
+                return;
+            }
+            Stop::Shutdown => {
+                processor.shutdown_requested(&mut checkpointer).await;
+                return;
+            }
+        }
+        let batch = tokio::select! {
+            batch = reader.next_batch() => batch,
+            _ = stop.changed() => continue,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(shard = %shard_id, %error, "reading the shard failed");
+                idle(&mut stop, config.idle_time_between_reads).await;
+                continue;
+            }
+        };
+        let empty = batch.records.is_empty();
+        if let Some(last) = batch.records.last() {
+            checkpointer.delivered(last.extended_sequence_number());
+            processor
+                .process_records(
+                    ProcessRecordsInput {
+                        records: batch.records,
+                        millis_behind_latest: batch.millis_behind_latest,
+                    },
+                    &mut checkpointer,
+                )
+                .await;
+        }
+        if batch.shard_end.is_some() {
+            checkpointer.set_shard_ended();
+            processor.shard_ended(&mut checkpointer).await;
+            return;
+        }
+        if empty {
+            idle(&mut stop, config.idle_time_between_reads).await;
+        }
+    }
+}
+
+async fn idle(stop: &mut watch::Receiver<Stop>, time: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(time) => {}
+        _ = stop.changed() => {}
+    }
+}
