@@ -401,3 +401,129 @@ async fn after_a_split_and_a_merge_every_parent_record_comes_before_any_child_re
         .await
         .expect("cleanup");
 }
+
+/// Checkpoints at the fourth sub-record of the first aggregate it sees, and
+/// nothing else.
+struct StopsMidAggregate {
+    shard: String,
+    at: Arc<Mutex<Vec<(String, kcl::checkpoint::ExtendedSequenceNumber)>>>,
+    done: bool,
+}
+
+impl RecordProcessor for StopsMidAggregate {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if self.done {
+            return;
+        }
+        if let Some(record) = input
+            .records
+            .iter()
+            .find(|r| r.aggregated && r.sub_sequence_number == 3)
+        {
+            checkpointer
+                .checkpoint_at(record)
+                .await
+                .expect("checkpoint mid-aggregate");
+            self.at
+                .lock()
+                .expect("lock")
+                .push((self.shard.clone(), record.extended_sequence_number()));
+            self.done = true;
+        }
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, _checkpointer: &mut Checkpointer) {}
+    async fn shutdown_requested(&mut self, _checkpointer: &mut Checkpointer) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("restart");
+    resources::create_stream(&aws.kinesis_client(), &stream, 2)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let expected = produce(&producer, &stream, 0, 2_000).await;
+    producer.shutdown().await.expect("producer shutdown");
+    let app = unique_name("app");
+
+    let at: Arc<Mutex<Vec<(String, kcl::checkpoint::ExtendedSequenceNumber)>>> = Arc::default();
+    let first = {
+        let at = at.clone();
+        Scheduler::new(
+            aws.sdk_config(),
+            config(&app, &stream, "worker-1"),
+            move |shard: &str| StopsMidAggregate {
+                shard: shard.to_owned(),
+                at: at.clone(),
+                done: false,
+            },
+        )
+    };
+    let handle = first.shutdown_handle();
+    let task = tokio::spawn(first.run());
+    wait_until(
+        "a checkpoint in every shard",
+        Duration::from_secs(30),
+        || at.lock().expect("lock").len() == 2,
+    )
+    .await;
+    handle.graceful().await;
+    task.await.expect("task").expect("scheduler");
+
+    // Restart: each shard resumes right after its checkpoint.
+    let seen: Seen = Arc::default();
+    let (handle, task) = start(aws.sdk_config(), config(&app, &stream, "worker-2"), &seen);
+    let checkpoints = at.lock().expect("lock").clone();
+    let remaining: usize = checkpoints
+        .iter()
+        .map(|(shard, position)| {
+            let in_shard: Vec<_> = expected.iter().filter(|e| &e.0 == shard).collect();
+            let done = in_shard
+                .iter()
+                .position(|e| {
+                    Some(e.1.as_str()) == position.sequence_number()
+                        && e.2 == position.sub_sequence_number()
+                })
+                .expect("checkpointed record was produced");
+            in_shard.len() - done - 1
+        })
+        .sum();
+    wait_until("the rest of the records", Duration::from_secs(30), || {
+        seen.lock().expect("lock").len() >= remaining
+    })
+    .await;
+    handle.graceful().await;
+    task.await.expect("scheduler task");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.len(),
+        remaining,
+        "nothing before the checkpoints again"
+    );
+    for (shard, position) in checkpoints {
+        let first = seen
+            .iter()
+            .find(|s| s.1 == shard)
+            .expect("records of the shard");
+        assert_eq!(
+            Some(first.2.as_str()),
+            position.sequence_number(),
+            "same aggregate"
+        );
+        assert_eq!(
+            first.3,
+            position.sub_sequence_number() + 1,
+            "next sub-record"
+        );
+    }
+}
