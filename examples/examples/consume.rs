@@ -92,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
             format!("device-{}", i % 31),
             format!("reading {i}"),
         );
-        let _ = producer.add_user_record(record).await?;
+        // Not awaited one by one: flush_all below waits for every result.
+        drop(producer.add_user_record(record).await?);
     }
     producer.flush_all().await?;
     producer.shutdown().await?;
