@@ -527,3 +527,85 @@ async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_table_written_by_a_java_kcl_application_is_consumed_from_its_checkpoints() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("java");
+    resources::create_stream(&aws.kinesis_client(), &stream, 2)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let expected = produce(&producer, &stream, 0, 1_000).await;
+    producer.shutdown().await.expect("producer shutdown");
+
+    // The Java application had processed each shard up to its 100th record
+    // and left the leases to a worker that has since died.
+    let app = unique_name("java-app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    table.create_if_missing().await.expect("table");
+    let mut remaining = 0;
+    let mut resume_after = Vec::new();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let in_shard: Vec<_> = expected.iter().filter(|e| e.0 == shard).collect();
+        let done = in_shard[99];
+        remaining += in_shard.len() - 100;
+        resume_after.push((shard, done.1.clone(), done.2));
+        let item = [
+            ("leaseKey", AttributeValue::S(shard.into())),
+            ("leaseOwner", AttributeValue::S("java-worker-dead".into())),
+            ("leaseCounter", AttributeValue::N("77".into())),
+            ("checkpoint", AttributeValue::S(done.1.clone())),
+            (
+                "checkpointSubSequenceNumber",
+                AttributeValue::N(done.2.to_string()),
+            ),
+            (
+                "ownerSwitchesSinceCheckpoint",
+                AttributeValue::N("0".into()),
+            ),
+        ];
+        aws.dynamodb_client()
+            .put_item()
+            .table_name(&app)
+            .set_item(Some(
+                item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+
+    let seen: Seen = Arc::default();
+    let (handle, task) = start(
+        aws.sdk_config(),
+        config(&app, &stream, "rust-worker"),
+        &seen,
+    );
+    wait_until(
+        "the records after the Java checkpoints",
+        Duration::from_secs(30),
+        || seen.lock().expect("lock").len() >= remaining,
+    )
+    .await;
+    handle.graceful().await;
+    task.await.expect("scheduler task");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), remaining, "nothing before the checkpoints");
+    for (shard, sequence, sub) in resume_after {
+        let first = seen
+            .iter()
+            .find(|s| s.1 == shard)
+            .expect("records of the shard");
+        let position = (first.2.clone(), first.3);
+        assert!(
+            kcl::checkpoint::ExtendedSequenceNumber::new(position.0, position.1)
+                > kcl::checkpoint::ExtendedSequenceNumber::new(sequence, sub),
+            "{shard} resumed after the Java checkpoint"
+        );
+    }
+}

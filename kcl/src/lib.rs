@@ -20,6 +20,7 @@ pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
 
 pub mod checkpoint;
 pub mod lease;
+pub mod metrics;
 pub mod processor;
 pub mod retrieval;
 pub mod scheduler;

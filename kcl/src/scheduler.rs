@@ -10,6 +10,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
+use crate::metrics as m;
 use crate::processor::{Checkpointer, InitializationInput, ProcessRecordsInput, RecordProcessor};
 use crate::retrieval::{ShardReader, StartingPosition};
 
@@ -227,6 +228,8 @@ where
                 let _ = self.table.evict(&mut lease, worker).await;
                 gone.push(key.clone());
             } else if !self.table.renew(&mut lease, worker).await? {
+                tracing::info!(lease = %key, %worker, "lease lost");
+                metrics::counter!(m::LEASES_LOST).increment(1);
                 let _ = held_lease.stop.send(Stop::LeaseLost);
                 gone.push(key.clone());
             }
@@ -244,6 +247,7 @@ where
             let mut lease = lease.clone();
             if self.table.take(&mut lease, worker).await? {
                 tracing::info!(lease = %key, %worker, "lease taken");
+                metrics::counter!(m::LEASES_TAKEN).increment(1);
                 let (stop, _) = watch::channel(Stop::Run);
                 held.insert(
                     key,
@@ -255,6 +259,8 @@ where
                 );
             }
         }
+
+        metrics::gauge!(m::LEASES_HELD).set(held.len() as f64);
 
         // Start the shards whose parents have finished.
         let finished = |key: &str| {
@@ -418,7 +424,12 @@ async fn shard_worker<P: RecordProcessor>(
             }
         };
         let empty = batch.records.is_empty();
+        if let Some(millis) = batch.millis_behind_latest {
+            metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard" => shard_id.clone())
+                .set(millis as f64);
+        }
         if let Some(last) = batch.records.last() {
+            metrics::counter!(m::RECORDS_PROCESSED).increment(batch.records.len() as u64);
             checkpointer.delivered(last.extended_sequence_number());
             processor
                 .process_records(

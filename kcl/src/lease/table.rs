@@ -298,6 +298,7 @@ impl LeaseTable {
         }
         let result = request.update_expression(update).send().await;
         self.applied("UpdateItem (checkpoint)", result.map(|_| ()), || {
+            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             lease.lease_counter += 1;
             lease.checkpoint = checkpoint.clone();
             lease.owner_switches_since_checkpoint = 0;

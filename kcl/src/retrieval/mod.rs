@@ -4,7 +4,7 @@
 mod polling;
 mod record;
 
-pub use polling::{Batch, ShardReader, StartingPosition};
+pub use polling::{Batch, OUT_OF_RANGE_SUB_RECORDS, ShardReader, StartingPosition};
 pub use record::ConsumerRecord;
 
 /// Errors while reading a shard.

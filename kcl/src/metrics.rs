@@ -1,0 +1,16 @@
+//! Names of the metrics the consumer records through the `metrics` facade.
+
+/// Counter: user records handed to processors.
+pub const RECORDS_PROCESSED: &str = "kcl_records_processed_total";
+/// Counter: checkpoints written.
+pub const CHECKPOINTS: &str = "kcl_checkpoints_total";
+/// Counter: leases taken (free, expired or stolen).
+pub const LEASES_TAKEN: &str = "kcl_leases_taken_total";
+/// Counter: leases lost to another worker.
+pub const LEASES_LOST: &str = "kcl_leases_lost_total";
+/// Gauge: leases this worker holds.
+pub const LEASES_HELD: &str = "kcl_leases_held";
+/// Gauge (label `shard`): milliseconds behind the tip of the shard.
+pub const MILLIS_BEHIND_LATEST: &str = "kcl_millis_behind_latest";
+/// Counter: sub-records outside their shard's hash range (delivered anyway).
+pub const OUT_OF_RANGE_SUB_RECORDS: &str = crate::retrieval::OUT_OF_RANGE_SUB_RECORDS;
