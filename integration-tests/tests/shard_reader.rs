@@ -175,3 +175,65 @@ async fn a_split_parent_ends_with_child_shards_on_kinesis_local() {
         .await
         .expect("cleanup");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_stops_at_its_bound_until_batches_are_processed() {
+    use kcl::retrieval::Prefetcher;
+    use std::time::Duration;
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("prefetch");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    for i in 0..100 {
+        client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                format!("r{i}").into_bytes(),
+            ))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+    let shard = kpl::shard_map::list_shards(&client, &stream)
+        .await
+        .expect("ListShards")[0]
+        .shard_id()
+        .to_owned();
+    let reader = ShardReader::new(
+        client,
+        &stream,
+        &shard,
+        ExtendedSequenceNumber::TRIM_HORIZON,
+        StartingPosition::TrimHorizon,
+    )
+    .with_limit(5);
+    let mut prefetcher = Prefetcher::spawn(reader, 12, 1 << 20, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Without processing anything, at most 12 records are held.
+    let mut held = Vec::new();
+    while let Ok(Some(next)) =
+        tokio::time::timeout(Duration::from_millis(200), prefetcher.next()).await
+    {
+        held.push(next.expect("batch"));
+    }
+    let records: usize = held.iter().map(|p| p.batch.records.len()).sum();
+    assert!(records > 0 && records <= 12, "{records} records read ahead");
+
+    // Processing (dropping) them lets the rest through.
+    drop(held);
+    let mut total = records;
+    while total < 100 {
+        let next = tokio::time::timeout(Duration::from_secs(5), prefetcher.next())
+            .await
+            .expect("more batches")
+            .expect("not ended")
+            .expect("batch");
+        total += next.batch.records.len();
+    }
+    assert_eq!(total, 100);
+}

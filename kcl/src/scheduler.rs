@@ -12,7 +12,7 @@ use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
 use crate::metrics as m;
 use crate::processor::{Checkpointer, InitializationInput, ProcessRecordsInput, RecordProcessor};
-use crate::retrieval::{ShardReader, StartingPosition};
+use crate::retrieval::{Prefetcher, ShardReader, StartingPosition};
 
 /// Consumer settings. Defaults as the Java KCL's unless noted.
 #[derive(Debug, Clone)]
@@ -36,6 +36,13 @@ pub struct ConsumerConfig {
     pub shard_sync_interval: Duration,
     /// Most records per GetRecords. Default: 10,000.
     pub max_records: i32,
+    /// Most fetched, unprocessed records held per shard (read-ahead bound).
+    /// Default: 30,000 (three full batches, as the Java KCL's
+    /// `maxPendingProcessRecordsInput`).
+    pub max_prefetch_records: usize,
+    /// Most fetched, unprocessed bytes held per shard. Default: 8 MiB (the
+    /// Java KCL's `maxByteSize`).
+    pub max_prefetch_bytes: usize,
 }
 
 impl ConsumerConfig {
@@ -55,6 +62,8 @@ impl ConsumerConfig {
             idle_time_between_reads: Duration::from_millis(1_500),
             shard_sync_interval: Duration::from_secs(60),
             max_records: 10_000,
+            max_prefetch_records: 30_000,
+            max_prefetch_bytes: 8 << 20,
         }
     }
 }
@@ -392,6 +401,12 @@ async fn shard_worker<P: RecordProcessor>(
     {
         reader = reader.with_hash_range(start, end);
     }
+    let mut prefetcher = Prefetcher::spawn(
+        reader,
+        config.max_prefetch_records,
+        config.max_prefetch_bytes,
+        config.idle_time_between_reads,
+    );
     let mut checkpointer = Checkpointer::new(
         table,
         lease,
@@ -411,50 +426,42 @@ async fn shard_worker<P: RecordProcessor>(
                 return;
             }
         }
-        let batch = tokio::select! {
-            batch = reader.next_batch() => batch,
+        let next = tokio::select! {
+            next = prefetcher.next() => next,
             _ = stop.changed() => continue,
         };
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(error) => {
+        let mut prefetched = match next {
+            Some(Ok(prefetched)) => prefetched,
+            Some(Err(error)) => {
                 tracing::warn!(shard = %shard_id, %error, "reading the shard failed");
-                idle(&mut stop, config.idle_time_between_reads).await;
                 continue;
             }
+            // The read-ahead task ended without a shard end: cannot happen
+            // unless it panicked; stop this shard, its lease will be retaken.
+            None => return,
         };
-        let empty = batch.records.is_empty();
+        // Holding `prefetched` keeps its share of the read-ahead bounds until
+        // the batch has been processed.
+        let records = std::mem::take(&mut prefetched.batch.records);
+        let batch = &prefetched.batch;
         if let Some(millis) = batch.millis_behind_latest {
             metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard" => shard_id.clone())
                 .set(millis as f64);
         }
-        if let Some(last) = batch.records.last() {
-            metrics::counter!(m::RECORDS_PROCESSED).increment(batch.records.len() as u64);
+        if let Some(last) = records.last() {
+            metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
             checkpointer.delivered(last.extended_sequence_number());
-            processor
-                .process_records(
-                    ProcessRecordsInput {
-                        records: batch.records,
-                        millis_behind_latest: batch.millis_behind_latest,
-                    },
-                    &mut checkpointer,
-                )
-                .await;
+            let input = ProcessRecordsInput {
+                records,
+                millis_behind_latest: batch.millis_behind_latest,
+            };
+            processor.process_records(input, &mut checkpointer).await;
         }
         if batch.shard_end.is_some() {
             checkpointer.set_shard_ended();
             processor.shard_ended(&mut checkpointer).await;
             return;
         }
-        if empty {
-            idle(&mut stop, config.idle_time_between_reads).await;
-        }
-    }
-}
-
-async fn idle(stop: &mut watch::Receiver<Stop>, time: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(time) => {}
-        _ = stop.changed() => {}
+        drop(prefetched);
     }
 }

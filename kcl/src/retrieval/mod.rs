@@ -2,9 +2,11 @@
 //! checkpoint in the middle of an aggregate, and detecting the shard's end.
 
 mod polling;
+mod prefetch;
 mod record;
 
 pub use polling::{Batch, OUT_OF_RANGE_SUB_RECORDS, ShardReader, StartingPosition};
+pub use prefetch::{Prefetched, Prefetcher};
 pub use record::ConsumerRecord;
 
 /// Errors while reading a shard.
