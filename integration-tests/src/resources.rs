@@ -198,3 +198,50 @@ pub async fn read_stream(
     }
     Ok(out)
 }
+
+/// Splits a shard in the middle of its hash key range and waits until the
+/// stream is ACTIVE again.
+pub async fn split_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+) -> Result<(), Error> {
+    let shards = kpl::shard_map::list_shards(client, stream)
+        .await
+        .map_err(|e| Error::aws("ListShards", e))?;
+    let range = shards
+        .iter()
+        .find(|s| s.shard_id() == shard_id)
+        .and_then(|s| s.hash_key_range())
+        .ok_or_else(|| Error::Timeout(format!("shard {shard_id} in {stream}")))?;
+    let start: u128 = range.starting_hash_key().parse().unwrap_or(0);
+    let end: u128 = range.ending_hash_key().parse().unwrap_or(u128::MAX);
+    let middle = start + (end - start) / 2 + 1;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard_id)
+        .new_starting_hash_key(middle.to_string())
+        .send()
+        .await
+        .map_err(|e| Error::aws("SplitShard", e))?;
+    wait_for_stream(client, stream).await
+}
+
+/// Merges two adjacent shards and waits until the stream is ACTIVE again.
+pub async fn merge_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    adjacent: &str,
+) -> Result<(), Error> {
+    client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(shard)
+        .adjacent_shard_to_merge(adjacent)
+        .send()
+        .await
+        .map_err(|e| Error::aws("MergeShards", e))?;
+    wait_for_stream(client, stream).await
+}

@@ -288,17 +288,9 @@ async fn after_a_split_and_a_merge_every_parent_record_comes_before_any_child_re
 
     let mut expected = produce(&producer, &stream, 0, 300).await;
     let parent = expected[0].0.clone();
-    kinesis
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key((1u128 << 127).to_string())
-        .send()
+    resources::split_shard(&kinesis, &stream, &parent)
         .await
         .expect("SplitShard");
-    resources::wait_for_stream(&kinesis, &stream)
-        .await
-        .expect("active");
     // A new producer per phase, so that its first shard map shows the new
     // shards. (With a stale map a whole aggregate lands in one child; the
     // consumer delivers those records all the same, but this test wants
@@ -318,17 +310,9 @@ async fn after_a_split_and_a_merge_every_parent_record_comes_before_any_child_re
         .collect();
     children.sort();
     assert_eq!(children.len(), 2);
-    kinesis
-        .merge_shards()
-        .stream_name(&stream)
-        .shard_to_merge(&children[0])
-        .adjacent_shard_to_merge(&children[1])
-        .send()
+    resources::merge_shards(&kinesis, &stream, &children[0], &children[1])
         .await
         .expect("MergeShards");
-    resources::wait_for_stream(&kinesis, &stream)
-        .await
-        .expect("active");
     // A new producer per phase, so that its first shard map shows the new
     // shards. (With a stale map a whole aggregate lands in one child; the
     // consumer delivers those records all the same, but this test wants

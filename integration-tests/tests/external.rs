@@ -74,17 +74,9 @@ async fn a_split_parent_ends_with_child_shards() {
         .await
         .expect("ListShards");
     let parent = shards[0].shard_id().to_owned();
-    client
-        .split_shard()
-        .stream_name(&stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key((1u128 << 127).to_string())
-        .send()
+    resources::split_shard(&client, &stream, &parent)
         .await
         .expect("SplitShard");
-    resources::wait_for_stream(&client, &stream)
-        .await
-        .expect("active");
     let mut iterator = client
         .get_shard_iterator()
         .stream_name(&stream)

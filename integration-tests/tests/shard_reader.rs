@@ -120,17 +120,9 @@ async fn split_and_read_parent(
         .send()
         .await
         .expect("PutRecord");
-    client
-        .split_shard()
-        .stream_name(stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key((1u128 << 127).to_string())
-        .send()
+    resources::split_shard(client, stream, &parent)
         .await
         .expect("SplitShard");
-    resources::wait_for_stream(client, stream)
-        .await
-        .expect("active");
     let mut reader = ShardReader::new(
         client.clone(),
         stream,
