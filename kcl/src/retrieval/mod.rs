@@ -1,11 +1,13 @@
 //! Reading a shard: polling GetRecords, deaggregation, resuming from a
 //! checkpoint in the middle of an aggregate, and detecting the shard's end.
 
+mod convert;
 mod polling;
 mod prefetch;
 mod record;
 
-pub use polling::{Batch, OUT_OF_RANGE_SUB_RECORDS, ShardReader, StartingPosition};
+pub use convert::OUT_OF_RANGE_SUB_RECORDS;
+pub use polling::{Batch, ShardReader, StartingPosition};
 pub use prefetch::{Prefetched, Prefetcher};
 pub use record::ConsumerRecord;
 

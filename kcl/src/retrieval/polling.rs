@@ -3,17 +3,10 @@
 use std::time::SystemTime;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
-use kpl::aggregation::deaggregate;
-use kpl::hash_key::{hash_key, parse_explicit_hash_key};
 
 use super::{ConsumerRecord, RetrievalError};
+use super::convert::{children, convert};
 use crate::checkpoint::{ExtendedSequenceNumber, Position};
-
-/// Metric: sub-records whose hash key lies outside their shard's range. The
-/// Java KCL drops them silently; they are delivered here, and counted.
-pub const OUT_OF_RANGE_SUB_RECORDS: &str = "kcl_out_of_range_sub_records_total";
-
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartingPosition {
@@ -184,37 +177,13 @@ impl ShardReader {
             }
             Err(e) => return Err(self.error("GetRecords", e)),
         };
-        let mut records = Vec::new();
-        for record in out.records() {
-            let arrival = record
-                .approximate_arrival_timestamp()
-                .and_then(|t| SystemTime::try_from(*t).ok());
-            let data = Bytes::copy_from_slice(record.data().as_ref());
-            for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
-                let consumer = ConsumerRecord {
-                    sequence_number: record.sequence_number().to_owned(),
-                    sub_sequence_number: user.sub_sequence_number,
-                    aggregated: user.aggregated,
-                    partition_key: user.partition_key,
-                    explicit_hash_key: user.explicit_hash_key,
-                    data: user.data,
-                    approximate_arrival: arrival,
-                };
-                // Skip what the checkpoint covers (resume mid-aggregate).
-                if consumer.extended_sequence_number() <= self.after
-                    && self.after.sequence_number().is_some()
-                {
-                    continue;
-                }
-                if consumer.aggregated {
-                    self.check_range(&consumer);
-                }
-                records.push(consumer);
-            }
-        }
-        if let Some(last) = records.last() {
-            self.after = last.extended_sequence_number();
-        }
+        let records = convert(
+            out.records(),
+            &mut self.after,
+            &self.shard_id,
+            self.hash_range,
+        );
+
         self.iterator = out.next_shard_iterator.clone();
         let shard_end = if self.iterator.is_none() {
             self.ended = true;
@@ -234,39 +203,12 @@ impl ShardReader {
         })
     }
 
-    fn check_range(&self, record: &ConsumerRecord) {
-        let Some((start, end)) = self.hash_range else {
-            return;
-        };
-        let explicit = record
-            .explicit_hash_key
-            .as_deref()
-            .and_then(|k| parse_explicit_hash_key(k).ok());
-        let hash = hash_key(&record.partition_key, explicit);
-        if hash < start || hash > end {
-            metrics::counter!(OUT_OF_RANGE_SUB_RECORDS).increment(1);
-            tracing::warn!(shard = %self.shard_id, sequence = %record.sequence_number,
-                sub = record.sub_sequence_number, "sub-record outside the shard's hash range (delivered)");
-        }
-    }
-
     /// The shard's children: as GetRecords named them, else from ListShards
     /// (emulators and older APIs do not name them).
     async fn find_children(&self, named: Vec<String>) -> Result<Vec<String>, RetrievalError> {
-        if !named.is_empty() {
-            return Ok(named);
-        }
-        let shards = kpl::shard_map::list_shards(&self.client, &self.stream)
+        children(&self.client, &self.stream, &self.shard_id, named)
             .await
-            .map_err(|e| self.error("ListShards", e))?;
-        Ok(shards
-            .iter()
-            .filter(|s| {
-                s.parent_shard_id() == Some(self.shard_id.as_str())
-                    || s.adjacent_parent_shard_id() == Some(self.shard_id.as_str())
-            })
-            .map(|s| s.shard_id().to_owned())
-            .collect())
+            .map_err(|e| self.error("ListShards", e))
     }
 
     /// The position after the last record returned.
