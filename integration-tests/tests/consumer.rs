@@ -593,3 +593,54 @@ async fn a_lease_table_written_by_a_java_kcl_application_is_consumed_from_its_ch
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_fan_out_reads_the_same_records_as_polling() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("efo");
+    resources::create_stream(&aws.kinesis_client(), &stream, 2)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let expected = produce(&producer, &stream, 0, 2_000).await;
+    producer.shutdown().await.expect("producer shutdown");
+
+    let mut results = Vec::new();
+    for fan_out in [false, true] {
+        let seen: Seen = Arc::default();
+        let mut config = config(&unique_name("app"), &stream, "worker-1");
+        if fan_out {
+            config.retrieval = kcl::scheduler::RetrievalMode::FanOut {
+                consumer_name: unique_name("efo-consumer"),
+            };
+        }
+        let (handle, task) = start(aws.sdk_config(), config, &seen);
+        wait_until("every record", Duration::from_secs(60), || {
+            seen.lock().expect("lock").len() >= expected.len()
+        })
+        .await;
+        handle.graceful().await;
+        task.await.expect("scheduler task");
+        let got: Vec<(String, String, u64, String)> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| (s.1.clone(), s.2.clone(), s.3, s.4.clone()))
+            .collect();
+        let unique: HashSet<_> = got.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "no record twice (fan-out: {fan_out})"
+        );
+        results.push(unique);
+    }
+    assert_eq!(
+        results[0], results[1],
+        "polling and fan-out see the same records"
+    );
+    assert_eq!(results[0], expected.into_iter().collect::<HashSet<_>>());
+}

@@ -203,7 +203,12 @@ async fn read_ahead_stops_at_its_bound_until_batches_are_processed() {
         StartingPosition::TrimHorizon,
     )
     .with_limit(5);
-    let mut prefetcher = Prefetcher::spawn(reader, 12, 1 << 20, Duration::from_millis(50));
+    let mut prefetcher = Prefetcher::spawn(
+        kcl::retrieval::Source::Polling(reader),
+        12,
+        1 << 20,
+        Duration::from_millis(50),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Without processing anything, at most 12 records are held.

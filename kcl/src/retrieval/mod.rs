@@ -2,13 +2,15 @@
 //! checkpoint in the middle of an aggregate, and detecting the shard's end.
 
 mod convert;
+mod fanout;
 mod polling;
 mod prefetch;
 mod record;
 
 pub use convert::OUT_OF_RANGE_SUB_RECORDS;
+pub use fanout::{FanOutReader, register_consumer};
 pub use polling::{Batch, ShardReader, StartingPosition};
-pub use prefetch::{Prefetched, Prefetcher};
+pub use prefetch::{Prefetched, Prefetcher, Source};
 pub use record::ConsumerRecord;
 
 /// Errors while reading a shard.

@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 
-use super::{ConsumerRecord, RetrievalError};
 use super::convert::{children, convert};
+use super::{ConsumerRecord, RetrievalError};
 use crate::checkpoint::{ExtendedSequenceNumber, Position};
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

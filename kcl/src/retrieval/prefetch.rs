@@ -8,7 +8,25 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{Batch, RetrievalError, ShardReader};
+use super::{Batch, FanOutReader, RetrievalError, ShardReader};
+
+/// Where a shard's batches come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Polling GetRecords.
+    Polling(ShardReader),
+    /// An enhanced fan-out subscription.
+    FanOut(Box<FanOutReader>),
+}
+
+impl Source {
+    async fn next_batch(&mut self) -> Result<Batch, RetrievalError> {
+        match self {
+            Source::Polling(reader) => reader.next_batch().await,
+            Source::FanOut(reader) => reader.next_batch().await,
+        }
+    }
+}
 
 /// A fetched batch; holding it holds its share of the prefetch bounds.
 #[derive(Debug)]
@@ -37,12 +55,7 @@ impl Prefetcher {
     /// records and `max_bytes` bytes of fetched, unprocessed batches (a single
     /// batch larger than the bounds is still let through, alone), and pausing
     /// `idle` after an empty batch or an error.
-    pub fn spawn(
-        mut reader: ShardReader,
-        max_records: usize,
-        max_bytes: usize,
-        idle: Duration,
-    ) -> Self {
+    pub fn spawn(mut reader: Source, max_records: usize, max_bytes: usize, idle: Duration) -> Self {
         let max_records = max_records.clamp(1, Semaphore::MAX_PERMITS) as u32;
         let max_bytes = max_bytes.clamp(1, u32::MAX as usize) as u32;
         let records = Arc::new(Semaphore::new(max_records as usize));
