@@ -644,3 +644,68 @@ async fn enhanced_fan_out_reads_the_same_records_as_polling() {
     );
     assert_eq!(results[0], expected.into_iter().collect::<HashSet<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_consumes_several_streams_with_multi_stream_lease_keys() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let streams = [unique_name("orders"), unique_name("payments")];
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut expected = HashSet::new();
+    for (n, stream) in streams.iter().enumerate() {
+        resources::create_stream(&aws.kinesis_client(), stream, 2)
+            .await
+            .expect("stream");
+        for record in produce(&producer, stream, n * 1_000, 500).await {
+            expected.insert(record.3);
+        }
+    }
+    producer.shutdown().await.expect("producer shutdown");
+
+    let app = unique_name("multi");
+    let mut config = ConsumerConfig::multi_stream(&app, streams.clone(), "worker-1");
+    let single = self::config(&app, &streams[0], "worker-1");
+    config.initial_position = single.initial_position;
+    config.failover_time = single.failover_time;
+    config.idle_time_between_reads = single.idle_time_between_reads;
+    config.shard_sync_interval = single.shard_sync_interval;
+    let seen: Seen = Arc::default();
+    let (handle, task) = start(aws.sdk_config(), config, &seen);
+    wait_until(
+        "every record of both streams",
+        Duration::from_secs(60),
+        || seen.lock().expect("lock").len() >= expected.len(),
+    )
+    .await;
+    handle.graceful().await;
+    task.await.expect("scheduler task");
+    let got: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.4.clone())
+        .collect();
+    assert_eq!(got.len(), expected.len(), "no record twice");
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), expected);
+
+    let leases = LeaseTable::new(aws.dynamodb_client(), &app)
+        .list_leases()
+        .await
+        .expect("leases");
+    assert_eq!(leases.len(), 4);
+    for lease in &leases {
+        let parts: Vec<&str> = lease.lease_key.split(':').collect();
+        assert_eq!(
+            parts.len(),
+            4,
+            "account:stream:creationEpoch:shardId, got {}",
+            lease.lease_key
+        );
+        assert!(streams.iter().any(|s| s == parts[1]));
+        assert!(parts[2].parse::<u64>().is_ok(), "creation epoch");
+        assert_eq!(lease.shard(), parts[3]);
+        assert_eq!(lease.stream(), Some(parts[1]));
+    }
+}

@@ -13,6 +13,8 @@ use crate::retrieval::ConsumerRecord;
 /// Given to [`RecordProcessor::initialize`].
 #[derive(Debug, Clone)]
 pub struct InitializationInput {
+    /// The stream.
+    pub stream_name: String,
     /// The shard.
     pub shard_id: String,
     /// Where processing resumes (the lease's checkpoint).

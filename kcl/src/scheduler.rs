@@ -21,8 +21,12 @@ use crate::retrieval::{
 pub struct ConsumerConfig {
     /// Application name; also the lease table's name.
     pub application_name: String,
-    /// The stream to consume.
-    pub stream_name: String,
+    /// The streams to consume (one, unless built with
+    /// [`ConsumerConfig::multi_stream`]).
+    pub streams: Vec<String>,
+    /// Use the Java KCL's multi-stream lease keys
+    /// (`account:stream:creationEpoch:shardId`). Set by `multi_stream`.
+    pub multi_stream: bool,
     /// This worker's id (unique among the application's workers).
     pub worker_id: String,
     /// Where shards without a checkpoint start. Default: LATEST.
@@ -74,7 +78,8 @@ impl ConsumerConfig {
     ) -> Self {
         Self {
             application_name: application_name.into(),
-            stream_name: stream_name.into(),
+            streams: vec![stream_name.into()],
+            multi_stream: false,
             worker_id: worker_id.into(),
             initial_position: StartingPosition::Latest,
             failover_time: Duration::from_secs(10),
@@ -86,6 +91,19 @@ impl ConsumerConfig {
             max_prefetch_bytes: 8 << 20,
             retrieval: RetrievalMode::Polling,
         }
+    }
+
+    /// Settings for an application that consumes several streams, with the
+    /// Java KCL's multi-stream lease keys.
+    pub fn multi_stream(
+        application_name: impl Into<String>,
+        streams: impl IntoIterator<Item = impl Into<String>>,
+        worker_id: impl Into<String>,
+    ) -> Self {
+        let mut config = Self::new(application_name, String::new(), worker_id);
+        config.streams = streams.into_iter().map(Into::into).collect();
+        config.multi_stream = true;
+        config
     }
 }
 
@@ -197,12 +215,13 @@ where
 
     async fn run_inner(&self) -> Result<(), ConsumerError> {
         self.table.create_if_missing().await?;
-        let consumer_arn = match &self.config.retrieval {
-            RetrievalMode::Polling => None,
-            RetrievalMode::FanOut { consumer_name } => Some(
-                register_consumer(&self.kinesis, &self.config.stream_name, consumer_name).await?,
-            ),
-        };
+        let mut consumer_arns = HashMap::new();
+        if let RetrievalMode::FanOut { consumer_name } = &self.config.retrieval {
+            for stream in &self.config.streams {
+                let arn = register_consumer(&self.kinesis, stream, consumer_name).await?;
+                consumer_arns.insert(stream.clone(), arn);
+            }
+        }
         let renew_every = self.config.failover_time / 3;
         let mut taker = LeaseTaker::new(
             &self.config.worker_id,
@@ -213,6 +232,8 @@ where
         // Owns every shard task: if this future is dropped (an abrupt stop),
         // they stop too, and their leases expire for other workers to take.
         let mut tasks: JoinSet<()> = JoinSet::new();
+        // Tasks of lost leases that have not stopped yet.
+        let mut stopping: HashMap<String, AbortHandle> = HashMap::new();
         let mut last_sync: Option<Instant> = None;
         let mut shutdown = self.shutdown_request.subscribe();
         let mut tick = tokio::time::interval(renew_every);
@@ -230,7 +251,13 @@ where
             }
             while tasks.try_join_next().is_some() {}
             if let Err(error) = self
-                .maintain(&mut taker, &mut held, &mut tasks, consumer_arn.as_deref())
+                .maintain(
+                    &mut taker,
+                    &mut held,
+                    &mut tasks,
+                    &consumer_arns,
+                    &mut stopping,
+                )
                 .await
             {
                 tracing::warn!(%error, "lease maintenance failed");
@@ -255,11 +282,13 @@ where
         taker: &mut LeaseTaker,
         held: &mut HashMap<String, Held>,
         tasks: &mut JoinSet<()>,
-        consumer_arn: Option<&str>,
+        consumer_arns: &HashMap<String, String>,
+        stopping: &mut HashMap<String, AbortHandle>,
     ) -> Result<(), LeaseError> {
         let worker = self.config.worker_id.as_str();
         // Renew; drop what was lost or finished.
         let mut gone = Vec::new();
+        let mut lost = Vec::new();
         for (key, held_lease) in held.iter() {
             let finished = held_lease
                 .task
@@ -274,16 +303,30 @@ where
                 tracing::info!(lease = %key, %worker, "lease lost");
                 metrics::counter!(m::LEASES_LOST).increment(1);
                 let _ = held_lease.stop.send(Stop::LeaseLost);
-                gone.push(key.clone());
+                lost.push(key.clone());
             }
         }
         for key in gone {
             held.remove(&key);
         }
+        // A lost lease's processor may still be finishing a batch: never run
+        // a second one for the same shard until it has stopped.
+        for key in lost {
+            if let Some(Held {
+                task: Some(task), ..
+            }) = held.remove(&key)
+            {
+                stopping.insert(key, task);
+            }
+        }
+        stopping.retain(|_, task| !task.is_finished());
 
         let leases = self.table.list_leases().await?;
         let plan = taker.plan(&leases, Instant::now());
         for key in plan.take.into_iter().chain(plan.steal) {
+            if stopping.contains_key(&key) {
+                continue;
+            }
             let Some(lease) = leases.iter().find(|l| l.lease_key == key) else {
                 continue;
             };
@@ -317,15 +360,24 @@ where
                 continue;
             }
             let lease = held_lease.lease.lock().await.clone();
-            if lease.parent_shard_ids.iter().all(|parent| finished(parent)) {
+            if lease
+                .parent_shard_ids
+                .iter()
+                .all(|parent| finished(&lease.sibling_key(parent)))
+            {
+                let stream = self.stream_of(&lease);
                 let processor = (self.factory)(&lease.lease_key);
+                let context = ShardContext {
+                    table: self.table.clone(),
+                    lease: held_lease.lease.clone(),
+                    kinesis: self.kinesis.clone(),
+                    config: self.config.clone(),
+                    consumer_arn: consumer_arns.get(&stream).cloned(),
+                    stream,
+                };
                 let task = tasks.spawn(shard_worker(
                     processor,
-                    self.table.clone(),
-                    held_lease.lease.clone(),
-                    self.kinesis.clone(),
-                    self.config.clone(),
-                    consumer_arn.map(str::to_owned),
+                    context,
                     held_lease.stop.subscribe(),
                 ));
                 held_lease.task = Some(task);
@@ -340,7 +392,7 @@ where
                 && lease.child_shard_ids.iter().all(|child| {
                     leases
                         .iter()
-                        .find(|l| &l.lease_key == child)
+                        .find(|l| l.lease_key == lease.sibling_key(child))
                         .is_some_and(|l| {
                             l.checkpoint.sequence_number().is_some()
                                 || l.checkpoint == ExtendedSequenceNumber::SHARD_END
@@ -353,9 +405,49 @@ where
         Ok(())
     }
 
-    /// Creates leases for shards that have none; records children on parents.
+    /// The stream a lease belongs to.
+    fn stream_of(&self, lease: &Lease) -> String {
+        lease
+            .stream()
+            .map(str::to_owned)
+            .or_else(|| self.config.streams.first().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Creates leases for shards that have none, in every stream.
     async fn sync_shards(&self) -> Result<(), LeaseError> {
-        let shards = kpl::shard_map::list_shards(&self.kinesis, &self.config.stream_name)
+        for stream in &self.config.streams {
+            let identifier = if self.config.multi_stream {
+                Some(self.stream_identifier(stream).await?)
+            } else {
+                None
+            };
+            self.sync_stream(stream, identifier.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// `account:stream:creationEpoch`, as the Java KCL identifies streams in
+    /// multi-stream lease keys.
+    async fn stream_identifier(&self, stream: &str) -> Result<String, LeaseError> {
+        let out = self
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| LeaseError::dynamo("DescribeStreamSummary", e))?;
+        let summary = out.stream_description_summary();
+        let account = summary
+            .and_then(|s| s.stream_arn().split(':').nth(4))
+            .unwrap_or_default();
+        let epoch = summary.map_or(0, |s| s.stream_creation_timestamp().secs());
+        Ok(format!("{account}:{stream}:{epoch}"))
+    }
+
+    /// Creates leases for the shards of one stream that have none.
+    async fn sync_stream(&self, stream: &str, identifier: Option<&str>) -> Result<(), LeaseError> {
+        let shards = kpl::shard_map::list_shards(&self.kinesis, stream)
             .await
             .map_err(|e| LeaseError::dynamo("ListShards", e))?;
         let ids: std::collections::HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
@@ -376,7 +468,10 @@ where
             } else {
                 ExtendedSequenceNumber::TRIM_HORIZON
             };
-            let mut lease = Lease::new(shard.shard_id(), start);
+            let mut lease = match identifier {
+                Some(identifier) => Lease::multi_stream(identifier, shard.shard_id(), start),
+                None => Lease::new(shard.shard_id(), start),
+            };
             lease.parent_shard_ids = parents;
             lease.child_shard_ids = shards
                 .iter()
@@ -398,24 +493,39 @@ where
     }
 }
 
-/// Runs one shard's processor until the shard ends, the lease is lost, or
-/// the worker shuts down.
-async fn shard_worker<P: RecordProcessor>(
-    mut processor: P,
+/// What a shard task needs besides its processor.
+struct ShardContext {
     table: LeaseTable,
     lease: Arc<Mutex<Lease>>,
     kinesis: aws_sdk_kinesis::Client,
     config: ConsumerConfig,
+    stream: String,
     consumer_arn: Option<String>,
+}
+
+/// Runs one shard's processor until the shard ends, the lease is lost, or
+/// the worker shuts down.
+async fn shard_worker<P: RecordProcessor>(
+    mut processor: P,
+    context: ShardContext,
     mut stop: watch::Receiver<Stop>,
 ) {
+    let ShardContext {
+        table,
+        lease,
+        kinesis,
+        config,
+        stream,
+        consumer_arn,
+    } = context;
     let snapshot = lease.lock().await.clone();
-    let shard_id = snapshot.lease_key.clone();
+    let shard_id = snapshot.shard().to_owned();
     if snapshot.checkpoint == ExtendedSequenceNumber::SHARD_END {
         return;
     }
     processor
         .initialize(InitializationInput {
+            stream_name: stream.clone(),
             shard_id: shard_id.clone(),
             extended_sequence_number: snapshot.checkpoint.clone(),
             pending_checkpoint: snapshot
@@ -432,7 +542,7 @@ async fn shard_worker<P: RecordProcessor>(
         Some(arn) => {
             let mut reader = FanOutReader::new(
                 kinesis,
-                &config.stream_name,
+                &stream,
                 arn,
                 &shard_id,
                 snapshot.checkpoint.clone(),
@@ -446,7 +556,7 @@ async fn shard_worker<P: RecordProcessor>(
         None => {
             let mut reader = ShardReader::new(
                 kinesis,
-                &config.stream_name,
+                &stream,
                 &shard_id,
                 snapshot.checkpoint.clone(),
                 config.initial_position,

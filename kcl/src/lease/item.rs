@@ -22,6 +22,8 @@ pub(crate) const PARENT_SHARD_IDS: &str = "parentShardId";
 pub(crate) const CHILD_SHARD_IDS: &str = "childShardIds";
 pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
 pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
+pub(crate) const STREAM_NAME: &str = "streamName";
+pub(crate) const SHARD_ID: &str = "shardId";
 
 /// One shard lease.
 ///
@@ -58,6 +60,11 @@ pub struct Lease {
     pub child_shard_ids: Vec<String>,
     /// `startingHashKey` / `endingHashKey` (S): the shard's hash key range.
     pub hash_key_range: Option<(String, String)>,
+    /// `streamName` (S), multi-stream applications only: the stream
+    /// identifier `account:stream:creationEpoch`.
+    pub stream_identifier: Option<String>,
+    /// `shardId` (S), multi-stream applications only.
+    pub shard_id: Option<String>,
 }
 
 impl Lease {
@@ -74,6 +81,42 @@ impl Lease {
             parent_shard_ids: Vec::new(),
             child_shard_ids: Vec::new(),
             hash_key_range: None,
+            stream_identifier: None,
+            shard_id: None,
+        }
+    }
+
+    /// A multi-stream lease: key `account:stream:creationEpoch:shardId`, as
+    /// the Java KCL builds it.
+    pub fn multi_stream(
+        stream_identifier: &str,
+        shard_id: &str,
+        checkpoint: ExtendedSequenceNumber,
+    ) -> Self {
+        let mut lease = Self::new(format!("{stream_identifier}:{shard_id}"), checkpoint);
+        lease.stream_identifier = Some(stream_identifier.to_owned());
+        lease.shard_id = Some(shard_id.to_owned());
+        lease
+    }
+
+    /// The shard this lease is for.
+    pub fn shard(&self) -> &str {
+        self.shard_id.as_deref().unwrap_or(&self.lease_key)
+    }
+
+    /// The stream name, for a multi-stream lease.
+    pub fn stream(&self) -> Option<&str> {
+        let identifier = self.stream_identifier.as_deref()?;
+        let mut parts = identifier.split(':');
+        parts.next()?;
+        parts.next()
+    }
+
+    /// The lease key of another shard of the same stream (a parent or child).
+    pub fn sibling_key(&self, shard_id: &str) -> String {
+        match &self.stream_identifier {
+            Some(identifier) => format!("{identifier}:{shard_id}"),
+            None => shard_id.to_owned(),
         }
     }
 
@@ -125,6 +168,12 @@ impl Lease {
         if let Some((start, end)) = &self.hash_key_range {
             item.insert(STARTING_HASH_KEY.into(), s(start));
             item.insert(ENDING_HASH_KEY.into(), s(end));
+        }
+        if let Some(identifier) = &self.stream_identifier {
+            item.insert(STREAM_NAME.into(), s(identifier));
+        }
+        if let Some(shard_id) = &self.shard_id {
+            item.insert(SHARD_ID.into(), s(shard_id));
         }
         item
     }
@@ -202,6 +251,8 @@ impl Lease {
             parent_shard_ids: set(PARENT_SHARD_IDS)?,
             child_shard_ids: set(CHILD_SHARD_IDS)?,
             hash_key_range,
+            stream_identifier: string(STREAM_NAME)?,
+            shard_id: string(SHARD_ID)?,
             lease_key,
         })
     }
@@ -227,6 +278,8 @@ mod tests {
             parent_shard_ids: vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
             child_shard_ids: vec!["shardId-000000000005".into()],
             hash_key_range: Some(("0".into(), "170141183460469231731687303715884105727".into())),
+            stream_identifier: None,
+            shard_id: None,
         };
         let item = lease.to_item();
         assert!(matches!(item["leaseCounter"], AttributeValue::N(ref n) if n == "42"));
@@ -235,6 +288,32 @@ mod tests {
             item["pendingCheckpointState"],
             AttributeValue::B(_)
         ));
+        assert_eq!(Lease::from_item(&item).unwrap(), lease);
+    }
+
+    #[test]
+    fn multi_stream_leases_carry_the_stream_identifier() {
+        let lease = Lease::multi_stream(
+            "123456789012:orders:1700000000",
+            "shardId-000000000001",
+            ExtendedSequenceNumber::LATEST,
+        );
+        assert_eq!(
+            lease.lease_key,
+            "123456789012:orders:1700000000:shardId-000000000001"
+        );
+        assert_eq!(lease.stream(), Some("orders"));
+        assert_eq!(lease.shard(), "shardId-000000000001");
+        assert_eq!(
+            lease.sibling_key("shardId-000000000000"),
+            "123456789012:orders:1700000000:shardId-000000000000"
+        );
+        let item = lease.to_item();
+        assert_eq!(
+            item["streamName"].as_s().unwrap(),
+            "123456789012:orders:1700000000"
+        );
+        assert_eq!(item["shardId"].as_s().unwrap(), "shardId-000000000001");
         assert_eq!(Lease::from_item(&item).unwrap(), lease);
     }
 
