@@ -96,6 +96,7 @@ impl std::fmt::Debug for Producer {
 pub struct ProducerBuilder {
     client: Option<aws_sdk_kinesis::Client>,
     config: ProducerConfig,
+    streams: Vec<String>,
 }
 
 impl ProducerBuilder {
@@ -123,18 +124,26 @@ impl ProducerBuilder {
         self
     }
 
+    /// Streams to load shard maps for at start, before their first record,
+    /// so that early records are aggregated too (records that arrive before
+    /// their stream's map wait for it at most `record_max_buffered_time`, then
+    /// go unaggregated). Optional: any stream can be written to.
+    pub fn streams<S: Into<String>>(mut self, streams: impl IntoIterator<Item = S>) -> Self {
+        self.streams.extend(streams.into_iter().map(Into::into));
+        self
+    }
+
     /// Starts the producer's background task on the current tokio runtime.
     pub fn build(self) -> Result<Producer, BuildError> {
         let client = self.client.ok_or(BuildError::MissingAwsConfig)?;
         validate(&self.config)?;
         let config = Arc::new(self.config);
         let (commands, receiver) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(
-            Core::new(config.clone()),
-            client,
-            receiver,
-            config.clone(),
-        ));
+        let mut core = Core::new(config.clone());
+        for stream in &self.streams {
+            core.preload(stream);
+        }
+        let driver = tokio::spawn(drive(core, client, receiver, config.clone()));
         Ok(Producer {
             shared: Arc::new(Shared {
                 records: Arc::new(Semaphore::new(config.max_outstanding_records)),

@@ -96,6 +96,30 @@ impl Core {
         self.outstanding
     }
 
+    /// Registers a stream ahead of its first record, so that its shard map is
+    /// loaded before records arrive.
+    pub fn preload(&mut self, stream: &str) {
+        if !self.streams.contains_key(stream) {
+            Self::new_stream(&mut self.streams, stream);
+        }
+    }
+
+    fn new_stream<'a>(
+        streams: &'a mut HashMap<Arc<str>, StreamState>,
+        stream: &str,
+    ) -> &'a mut StreamState {
+        let name: Arc<str> = Arc::from(stream);
+        streams.entry(name.clone()).or_insert(StreamState {
+            name,
+            map: None,
+            shards: HashMap::default(),
+            collector: Collector::default(),
+            map_wanted: true,
+            unmapped: Vec::new(),
+            unmapped_deadline: None,
+        })
+    }
+
     /// Streams whose shard map should be loaded now.
     pub fn wanted_maps(&mut self) -> Vec<Arc<str>> {
         self.streams
@@ -160,18 +184,7 @@ impl Core {
         let config = &*self.config;
         let state = match self.streams.get_mut(pending.record.stream()) {
             Some(state) => state,
-            None => {
-                let name: Arc<str> = Arc::from(pending.record.stream());
-                self.streams.entry(name.clone()).or_insert(StreamState {
-                    name,
-                    map: None,
-                    shards: HashMap::default(),
-                    collector: Collector::default(),
-                    map_wanted: true,
-                    unmapped: Vec::new(),
-                    unmapped_deadline: None,
-                })
-            }
+            None => Self::new_stream(&mut self.streams, pending.record.stream()),
         };
         let shard_index = state
             .map
