@@ -24,3 +24,16 @@ pub mod metrics;
 pub mod processor;
 pub mod retrieval;
 pub mod scheduler;
+
+/// An error's message followed by those of its sources, `": "`-separated:
+/// the SDK's top-level messages alone ("service error") say too little.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

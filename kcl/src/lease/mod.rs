@@ -42,13 +42,9 @@ pub enum LeaseError {
 
 impl LeaseError {
     pub(crate) fn dynamo(operation: &'static str, error: impl std::error::Error) -> Self {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        LeaseError::Dynamo {
+            operation,
+            message: crate::error_chain(&error),
         }
-        LeaseError::Dynamo { operation, message }
     }
 }

@@ -8,12 +8,38 @@ use bytes::Bytes;
 use kpl::aggregation::deaggregate;
 use kpl::hash_key::{hash_key, parse_explicit_hash_key};
 
-use super::ConsumerRecord;
-use crate::checkpoint::ExtendedSequenceNumber;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+use super::{ConsumerRecord, StartingPosition};
+use crate::checkpoint::{ExtendedSequenceNumber, Position};
 
 /// Metric: sub-records whose hash key lies outside their shard's range. The
 /// Java KCL drops them silently; they are delivered here, and counted.
 pub const OUT_OF_RANGE_SUB_RECORDS: &str = "kcl_out_of_range_sub_records_total";
+
+/// Where reading resumes: AT_SEQUENCE_NUMBER of the last processed record (a
+/// half-processed aggregate is read again and its processed sub-records
+/// skipped by [`convert`]), or the starting position for a sentinel.
+pub(crate) fn resume_at(
+    after: &ExtendedSequenceNumber,
+    initial: StartingPosition,
+) -> (ShardIteratorType, Option<String>, Option<DateTime>) {
+    match (after.position(), initial) {
+        (Position::Sequence(sequence), _) => (
+            ShardIteratorType::AtSequenceNumber,
+            Some(sequence.clone()),
+            None,
+        ),
+        (Position::Latest, _) => (ShardIteratorType::Latest, None, None),
+        (Position::AtTimestamp, StartingPosition::AtTimestamp(at)) => (
+            ShardIteratorType::AtTimestamp,
+            None,
+            Some(DateTime::from(at)),
+        ),
+        _ => (ShardIteratorType::TrimHorizon, None, None),
+    }
+}
 
 /// Deaggregates `records`, drops what is at or before `after` (a resume in
 /// the middle of an aggregate), and moves `after` to the last record kept.

@@ -6,13 +6,12 @@ use std::time::Duration;
 use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, ShardIteratorType, StartingPosition as SdkStartingPosition,
-    SubscribeToShardEventStream,
+    ConsumerStatus, StartingPosition as SdkStartingPosition, SubscribeToShardEventStream,
 };
 
-use super::convert::{children, convert};
+use super::convert::{children, convert, resume_at};
 use super::{Batch, RetrievalError, StartingPosition};
-use crate::checkpoint::{ExtendedSequenceNumber, Position};
+use crate::checkpoint::ExtendedSequenceNumber;
 
 /// Registers (or finds) the stream consumer `consumer_name` and waits until
 /// it is ACTIVE; returns its ARN.
@@ -21,10 +20,11 @@ pub async fn register_consumer(
     stream: &str,
     consumer_name: &str,
 ) -> Result<String, RetrievalError> {
+    // Stream-level calls: no shard to name.
     let error = |operation: &'static str, e: &dyn std::error::Error| RetrievalError::Kinesis {
         operation,
         shard_id: String::new(),
-        message: e.to_string(),
+        message: crate::error_chain(e),
     };
     let summary = client
         .describe_stream_summary()
@@ -116,35 +116,18 @@ impl FanOutReader {
     }
 
     fn error(&self, operation: &'static str, error: impl std::error::Error) -> RetrievalError {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        RetrievalError::Kinesis {
-            operation,
-            shard_id: self.shard_id.clone(),
-            message,
-        }
+        RetrievalError::kinesis(operation, &self.shard_id, error)
     }
 
     /// Subscribes at the current position: AT_SEQUENCE_NUMBER of the last
     /// record processed (what is at or before it is skipped), or the starting
     /// position.
     async fn subscribe(&mut self) -> Result<(), RetrievalError> {
-        let position = SdkStartingPosition::builder();
-        let position = match (self.after.position(), self.initial) {
-            (Position::Sequence(sequence), _) => position
-                .r#type(ShardIteratorType::AtSequenceNumber)
-                .sequence_number(sequence),
-            (Position::Latest, _) => position.r#type(ShardIteratorType::Latest),
-            (Position::AtTimestamp, StartingPosition::AtTimestamp(at)) => position
-                .r#type(ShardIteratorType::AtTimestamp)
-                .timestamp(aws_sdk_kinesis::primitives::DateTime::from(at)),
-            _ => position.r#type(ShardIteratorType::TrimHorizon),
-        };
+        let (kind, sequence, timestamp) = resume_at(&self.after, self.initial);
+        let position = SdkStartingPosition::builder()
+            .r#type(kind)
+            .set_sequence_number(sequence)
+            .set_timestamp(timestamp);
         let position = position
             .build()
             .map_err(|e| self.error("SubscribeToShard", e))?;

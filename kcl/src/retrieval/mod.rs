@@ -27,3 +27,17 @@ pub enum RetrievalError {
         message: String,
     },
 }
+
+impl RetrievalError {
+    pub(crate) fn kinesis(
+        operation: &'static str,
+        shard_id: &str,
+        error: impl std::error::Error,
+    ) -> Self {
+        RetrievalError::Kinesis {
+            operation,
+            shard_id: shard_id.to_owned(),
+            message: crate::error_chain(&error),
+        }
+    }
+}

@@ -2,11 +2,9 @@
 
 use std::time::SystemTime;
 
-use aws_sdk_kinesis::types::ShardIteratorType;
-
-use super::convert::{children, convert};
+use super::convert::{children, convert, resume_at};
 use super::{ConsumerRecord, RetrievalError};
-use crate::checkpoint::{ExtendedSequenceNumber, Position};
+use crate::checkpoint::ExtendedSequenceNumber;
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartingPosition {
@@ -98,18 +96,7 @@ impl ShardReader {
     }
 
     fn error(&self, operation: &'static str, error: impl std::error::Error) -> RetrievalError {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        RetrievalError::Kinesis {
-            operation,
-            shard_id: self.shard_id.clone(),
-            message,
-        }
+        RetrievalError::kinesis(operation, &self.shard_id, error)
     }
 
     /// A shard iterator at the current position: AT_SEQUENCE_NUMBER of the
@@ -121,16 +108,11 @@ impl ShardReader {
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(&self.shard_id);
-        let request = match (self.after.position(), self.initial) {
-            (Position::Sequence(sequence), _) => request
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(sequence),
-            (Position::Latest, _) => request.shard_iterator_type(ShardIteratorType::Latest),
-            (Position::AtTimestamp, StartingPosition::AtTimestamp(at)) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(aws_sdk_kinesis::primitives::DateTime::from(at)),
-            _ => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        };
+        let (kind, sequence, timestamp) = resume_at(&self.after, self.initial);
+        let request = request
+            .shard_iterator_type(kind)
+            .set_starting_sequence_number(sequence)
+            .set_timestamp(timestamp);
         let out = request
             .send()
             .await
