@@ -1,11 +1,24 @@
 //! `connector-s3` — archive Kinesis streams to S3.
 //!
-//! A pipeline (transformer → filter → durable disk buffer → emitter) that runs
-//! as a `kcl` record processor and writes records to S3 as compressed,
+//! A pipeline, transformer → filter → durable disk buffer → emitter, that
+//! runs as a `kcl` record processor and writes records to S3 as compressed,
 //! newline-delimited journal files. A shard's checkpoint only moves past
-//! records whose object is in S3, so a dead process or node loses nothing.
+//! records whose object is in S3, so a dead process or node loses nothing,
+//! and object keys are deterministic, so nothing is archived twice.
 //!
-//! This crate is being built on the `kpl` and `kcl` crates; it exposes nothing
-//! yet.
+//! - [`connector`]: the Kinesis → S3 connector ([`connector::S3Connector`]).
+//! - [`journal`]: the same buffer and upload machinery without Kinesis
+//!   ([`journal::Journal`], s3-journal's shape).
+//! - Stages: [`transform`], [`filter`], [`buffer`], [`emit`]; with
+//!   [`compress`] and [`key`] (object key templates).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod buffer;
+pub mod compress;
+pub mod emit;
+pub mod filter;
+pub mod key;
+pub mod metrics;
+pub mod retry;
+pub mod transform;

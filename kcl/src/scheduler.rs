@@ -53,6 +53,10 @@ pub struct ConsumerConfig {
     /// per consumer and shard-hour; choose it for lower latency or when
     /// several applications read the same stream).
     pub retrieval: RetrievalMode,
+    /// Call `process_records` also when a read returned no records, so a
+    /// processor can act on time (flush a buffer by age) on an idle shard.
+    /// Default: false (the Java KCL's `callProcessRecordsEvenForEmptyRecordList`).
+    pub process_empty_batches: bool,
 }
 
 /// How a consumer reads its shards.
@@ -90,6 +94,7 @@ impl ConsumerConfig {
             max_prefetch_records: 30_000,
             max_prefetch_bytes: 8 << 20,
             retrieval: RetrievalMode::Polling,
+            process_empty_batches: false,
         }
     }
 
@@ -618,6 +623,12 @@ async fn shard_worker<P: RecordProcessor>(
         if let Some(last) = records.last() {
             metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
             checkpointer.delivered(last.extended_sequence_number());
+            let input = ProcessRecordsInput {
+                records,
+                millis_behind_latest: batch.millis_behind_latest,
+            };
+            processor.process_records(input, &mut checkpointer).await;
+        } else if config.process_empty_batches {
             let input = ProcessRecordsInput {
                 records,
                 millis_behind_latest: batch.millis_behind_latest,
