@@ -16,6 +16,7 @@
 
 pub mod buffer;
 pub mod compress;
+pub mod connector;
 pub mod emit;
 pub mod filter;
 pub mod key;

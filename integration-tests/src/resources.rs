@@ -95,6 +95,51 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<()
     Ok(())
 }
 
+/// Every object key under `prefix`, in S3's (lexicographic) order.
+pub async fn list_keys(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, Error> {
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws("ListObjectsV2", e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    Ok(keys)
+}
+
+/// An object's bytes.
+pub async fn get_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, Error> {
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::aws("GetObject", e))?;
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::aws("GetObject body", e))?;
+    Ok(body.into_bytes().to_vec())
+}
+
 /// Deletes every object of a bucket, then the bucket.
 pub async fn delete_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), Error> {
     let mut pages = client

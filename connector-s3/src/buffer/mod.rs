@@ -170,7 +170,7 @@ impl ObjectReader {
 
 /// Where batches wait for their object to be emitted. Methods do blocking
 /// I/O: the pipeline calls them off the async workers.
-pub trait Buffer: Send + 'static {
+pub trait Buffer: Send + Sync + 'static {
     /// Appends batches to the current object (starting one if needed). When
     /// this returns, they are as durable as the buffer makes them.
     fn append(&mut self, batches: Vec<(EntryMeta, Vec<u8>)>) -> Result<(), BufferError>;

@@ -1,0 +1,532 @@
+//! The connector as a KCL record processor: one per shard lease.
+//!
+//! Exactly-once rests on three rules:
+//! 1. An object holds the records right after the shard's checkpoint, up to
+//!    a position `last`; its key is rendered from its first record only.
+//! 2. Before the upload, `prepare_checkpoint(last, key)` records the plan in
+//!    the lease; after it, `checkpoint(last)` makes it done.
+//! 3. A new owner that finds a prepared checkpoint looks for the object: if
+//!    it exists it is adopted (its records are skipped and the checkpoint
+//!    moved to `last`); if not, the first object is cut at exactly `last`
+//!    again, so even a late upload by a lost previous owner only rewrites
+//!    the same records under the same key.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use kcl::checkpoint::ExtendedSequenceNumber;
+use kcl::processor::{
+    CheckpointError, Checkpointer, InitializationInput, ProcessRecordsInput, RecordProcessor,
+};
+use kcl::retrieval::ConsumerRecord;
+
+use super::Shared;
+use super::batch;
+use crate::buffer::{Buffer, BufferError, DiskBuffer, ObjectSummary, SealedObject};
+use crate::key::KeyFields;
+use crate::metrics as m;
+use crate::retry::with_backoff;
+use crate::transform::RecordContext;
+
+/// This processor cannot go on (its lease is gone); the shard's next owner
+/// re-reads what was not uploaded.
+struct Stopped;
+
+type Step = Result<(), Stopped>;
+
+/// Archives one shard.
+pub struct ShardArchiver {
+    shared: Arc<Shared>,
+    lease_key: String,
+    stream: String,
+    shard: String,
+    buffer: Option<Box<dyn Buffer>>,
+    /// Buffer budget (KiB permits) held for the current object.
+    permits: u32,
+    /// Records up to here are in an adopted object: skip them, then
+    /// checkpoint here.
+    adopted: Option<ExtendedSequenceNumber>,
+    /// End the first object exactly here (a prepared checkpoint whose object
+    /// is missing).
+    cut_at: Option<ExtendedSequenceNumber>,
+    stopped: bool,
+}
+
+fn position((sequence, sub): &(String, u64)) -> ExtendedSequenceNumber {
+    ExtendedSequenceNumber::new(sequence.clone(), *sub)
+}
+
+impl ShardArchiver {
+    pub(crate) fn new(shared: Arc<Shared>, lease_key: &str) -> Self {
+        Self {
+            shared,
+            lease_key: lease_key.to_owned(),
+            stream: String::new(),
+            shard: String::new(),
+            buffer: None,
+            permits: 0,
+            adopted: None,
+            cut_at: None,
+            stopped: false,
+        }
+    }
+
+    fn key(&self, summary: &ObjectSummary) -> String {
+        let time = chrono::DateTime::from_timestamp_millis(summary.first_time_ms)
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        let first = summary.first_position.as_ref();
+        self.shared.template.render(&KeyFields {
+            time,
+            stream: &self.stream,
+            shard: &self.shard,
+            first_seq: first.map(|(sequence, sub)| (sequence.as_str(), *sub)),
+            id: &self.shared.worker_id,
+            ext: self.shared.compression.extension(),
+            ..Default::default()
+        })
+    }
+
+    /// Runs a blocking buffer operation off the async workers. I/O errors
+    /// (a full disk may drain) are retried every second: the shard waits,
+    /// which is the backpressure, and nothing accepted is dropped.
+    async fn with_buffer<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        op: impl Fn(&mut dyn Buffer) -> Result<T, BufferError> + Send + Clone + 'static,
+    ) -> Result<T, Stopped> {
+        loop {
+            let Some(mut buffer) = self.buffer.take() else {
+                return Err(Stopped);
+            };
+            let attempt = op.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = attempt(buffer.as_mut());
+                (buffer, result)
+            })
+            .await;
+            // A panic in the buffer loses it: stop, the next owner re-reads.
+            let (buffer, result) = joined.map_err(|_| Stopped)?;
+            self.buffer = Some(buffer);
+            match result {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    tracing::error!(shard = %self.shard, %error, what, "buffer operation failed; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Checkpoints, retrying table errors; a lost lease stops the processor.
+    async fn checkpoint(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+        at: ExtendedSequenceNumber,
+        prepare_state: Option<Vec<u8>>,
+    ) -> Step {
+        loop {
+            let result = match &prepare_state {
+                Some(state) => {
+                    checkpointer
+                        .prepare_checkpoint(at.clone(), Some(state.clone()))
+                        .await
+                }
+                None => checkpointer.checkpoint_sequence(at.clone()).await,
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(CheckpointError::Table(error)) => {
+                    tracing::warn!(shard = %self.shard, %error, "checkpoint failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(shard = %self.shard, %error, "checkpoint refused; stopping this shard");
+                    return self.stop().await;
+                }
+            }
+        }
+    }
+
+    /// Drops what is buffered (the shard's next owner re-reads it).
+    async fn stop(&mut self) -> Step {
+        self.stopped = true;
+        let _ = self.with_buffer("clear", |buffer| buffer.clear()).await;
+        self.release_permits();
+        Err(Stopped)
+    }
+
+    fn release_permits(&mut self) {
+        if self.permits > 0 {
+            self.shared.budget.add_permits(self.permits as usize);
+            self.shared
+                .stats
+                .buffered_bytes
+                .fetch_sub(u64::from(self.permits) * 1024, Relaxed);
+            self.permits = 0;
+        }
+    }
+
+    /// Transforms, filters, compresses and buffers records.
+    async fn append(
+        &mut self,
+        records: Vec<ConsumerRecord>,
+        checkpointer: &mut Checkpointer,
+    ) -> Step {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let (stream, shard) = (self.stream.clone(), self.shard.clone());
+        let encoded = tokio::task::spawn_blocking(move || {
+            let context = RecordContext {
+                stream: &stream,
+                shard_id: &shard,
+            };
+            batch::encode(
+                &context,
+                &records,
+                shared.transformer.as_ref(),
+                shared.filter.as_ref(),
+                shared.compression,
+            )
+        })
+        .await;
+        let encoded = match encoded {
+            Ok(Ok(encoded)) => encoded,
+            Ok(Err(error)) => {
+                tracing::error!(shard = %self.shard, %error, "compression failed; stopping this shard");
+                return self.stop().await;
+            }
+            Err(_) => return self.stop().await,
+        };
+        let stats = &self.shared.stats;
+        stats.records_in.fetch_add(encoded.meta.items, Relaxed);
+        stats.records_filtered.fetch_add(encoded.filtered, Relaxed);
+        stats
+            .transform_failures
+            .fetch_add(encoded.failures, Relaxed);
+        metrics::counter!(m::RECORDS_IN).increment(encoded.meta.items);
+        metrics::counter!(m::RECORDS_FILTERED).increment(encoded.filtered);
+
+        // The buffer budget: when it is spent, upload our own object first,
+        // then wait for others to upload theirs.
+        let kib = (encoded.body.len().div_ceil(1024) as u32).min(self.shared.budget_kib);
+        let permit = match self.shared.budget.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.cut_at.is_none() {
+                    self.flush(checkpointer).await?;
+                }
+                match self.shared.budget.clone().acquire_many_owned(kib).await {
+                    Ok(permit) => permit,
+                    Err(_) => return self.stop().await,
+                }
+            }
+        };
+        permit.forget();
+        self.permits += kib;
+        self.shared
+            .stats
+            .buffered_bytes
+            .fetch_add(u64::from(kib) * 1024, Relaxed);
+        metrics::gauge!(m::BUFFERED_BYTES).increment(f64::from(kib) * 1024.0);
+
+        let entry = (encoded.meta, encoded.body);
+        self.with_buffer("append", move |buffer| buffer.append(vec![entry.clone()]))
+            .await
+    }
+
+    fn should_flush(&self) -> bool {
+        let limits = &self.shared.limits;
+        self.buffer
+            .as_ref()
+            .and_then(|buffer| buffer.current())
+            .is_some_and(|current| {
+                current.bytes >= limits.max_object_bytes
+                    || current.records >= limits.max_object_records
+                    || current.opened_at.elapsed() >= limits.max_object_age
+            })
+    }
+
+    /// Seals the current object, uploads it, and moves the checkpoint past it.
+    async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Step {
+        let Some(sealed) = self.with_buffer("seal", |buffer| buffer.seal()).await? else {
+            return Ok(());
+        };
+        let Some(last) = sealed.summary.last_position.as_ref().map(position) else {
+            return self.release(&sealed).await;
+        };
+        if sealed.summary.items > 0 {
+            let key = self.key(&sealed.summary);
+            self.checkpoint(checkpointer, last.clone(), Some(key.clone().into_bytes()))
+                .await?;
+            self.upload(&key, &sealed).await;
+        }
+        self.checkpoint(checkpointer, last, None).await?;
+        self.release(&sealed).await
+    }
+
+    async fn release(&mut self, sealed: &SealedObject) -> Step {
+        let sealed = sealed.clone();
+        self.with_buffer("release", move |buffer| buffer.release(&sealed))
+            .await?;
+        self.release_permits();
+        Ok(())
+    }
+
+    /// Uploads until it works. The lease may be lost meanwhile; the upload
+    /// is then harmless (same key, same records, see the module docs).
+    async fn upload(&self, key: &str, sealed: &SealedObject) {
+        let shared = &self.shared;
+        let _ = with_backoff(
+            || shared.emitter.emit(key, sealed),
+            || true,
+            |error, delay| {
+                shared.stats.upload_retries.fetch_add(1, Relaxed);
+                metrics::counter!(m::UPLOAD_RETRIES).increment(1);
+                tracing::warn!(%key, %error, ?delay, "upload failed; retrying");
+            },
+        )
+        .await;
+        let stats = &shared.stats;
+        stats.objects_uploaded.fetch_add(1, Relaxed);
+        stats
+            .records_uploaded
+            .fetch_add(sealed.summary.items, Relaxed);
+        stats
+            .bytes_uploaded
+            .fetch_add(sealed.summary.bytes, Relaxed);
+        metrics::counter!(m::OBJECTS_UPLOADED).increment(1);
+        metrics::counter!(m::RECORDS_UPLOADED).increment(sealed.summary.items);
+        metrics::counter!(m::BYTES_UPLOADED).increment(sealed.summary.bytes);
+        tracing::debug!(%key, items = sealed.summary.items, bytes = sealed.summary.bytes, "object uploaded");
+    }
+
+    async fn process(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) -> Step {
+        self.shared
+            .stats
+            .set_lag(&self.lease_key, input.millis_behind_latest);
+        let mut records = input.records;
+        if let Some(adopted) = self.adopted.clone() {
+            let reached = records
+                .last()
+                .is_some_and(|r| r.extended_sequence_number() >= adopted);
+            records.retain(|r| r.extended_sequence_number() > adopted);
+            if reached {
+                self.checkpoint(checkpointer, adopted, None).await?;
+                self.adopted = None;
+            }
+        }
+        if let Some(cut) = self.cut_at.clone() {
+            let upto = records
+                .iter()
+                .take_while(|r| r.extended_sequence_number() <= cut)
+                .count();
+            let reached = upto < records.len()
+                || records
+                    .last()
+                    .is_some_and(|r| r.extended_sequence_number() == cut);
+            let rest = records.split_off(upto);
+            // No size or age cut before `cut`: the object must be the one
+            // the previous owner prepared.
+            self.append_chunked(records, checkpointer, false).await?;
+            records = rest;
+            if !reached {
+                return Ok(());
+            }
+            self.flush(checkpointer).await?;
+            self.cut_at = None;
+        }
+        self.append_chunked(records, checkpointer, true).await?;
+        if self.should_flush() {
+            self.flush(checkpointer).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends in chunks that fit the object's record limit (a GetRecords
+    /// batch of aggregates can hold far more user records), uploading full
+    /// objects in between when `flush` allows.
+    async fn append_chunked(
+        &mut self,
+        mut records: Vec<ConsumerRecord>,
+        checkpointer: &mut Checkpointer,
+        flush: bool,
+    ) -> Step {
+        const MAX_CHUNK_BYTES: usize = 4 << 20;
+        while !records.is_empty() {
+            let in_object = self
+                .buffer
+                .as_ref()
+                .and_then(|b| b.current())
+                .map_or(0, |c| c.records);
+            let room = self
+                .shared
+                .limits
+                .max_object_records
+                .saturating_sub(in_object)
+                .max(1) as usize;
+            let mut bytes = 0;
+            let by_size = records
+                .iter()
+                .take_while(|r| {
+                    bytes += r.data.len() + 64;
+                    bytes <= MAX_CHUNK_BYTES
+                })
+                .count()
+                .max(1);
+            let take = room.min(by_size).min(records.len());
+            let rest = records.split_off(take);
+            self.append(records, checkpointer).await?;
+            records = rest;
+            if flush && self.should_flush() {
+                self.flush(checkpointer).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, input: InitializationInput) -> Step {
+        self.stream = input.stream_name;
+        self.shard = input.shard_id;
+        let dir = self.shared.buffer_dir.join(sanitize(&self.lease_key));
+        let fsync = self.shared.fsync;
+        // Data left by an earlier run is re-read from the shard (its
+        // checkpoint never passed it); corrupt entries are counted.
+        let opened = loop {
+            let dir = dir.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let (mut buffer, recovery) = DiskBuffer::open(&dir, fsync)?;
+                buffer.clear()?;
+                Ok::<_, BufferError>((buffer, recovery))
+            })
+            .await;
+            match opened {
+                Ok(Ok(opened)) => break opened,
+                Ok(Err(error)) => {
+                    tracing::error!(shard = %self.shard, %error, "cannot open the shard's buffer; retrying in 5 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                Err(_) => return Err(Stopped),
+            }
+        };
+        let (buffer, recovery) = opened;
+        self.shared
+            .stats
+            .quarantined
+            .fetch_add(recovery.quarantined, Relaxed);
+        self.buffer = Some(Box::new(buffer));
+        self.abort_leftover_uploads().await;
+        if let Some((prepared, Some(state))) = input.pending_checkpoint {
+            let key = String::from_utf8_lossy(&state).into_owned();
+            let shared = &self.shared;
+            let exists = with_backoff(
+                || shared.emitter.exists(&key),
+                || true,
+                |error, _| tracing::warn!(%key, %error, "cannot check a prepared object; retrying"),
+            )
+            .await
+            .unwrap_or(false);
+            if exists {
+                tracing::info!(shard = %self.shard, %key, "adopting the object a previous owner uploaded");
+                self.shared.stats.objects_adopted.fetch_add(1, Relaxed);
+                self.adopted = Some(prepared);
+            } else {
+                tracing::info!(shard = %self.shard, %key, "redoing an object a previous owner prepared");
+                self.cut_at = Some(prepared);
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts multipart uploads of this shard's objects left open by a dead
+    /// owner (this worker holds the lease, so none is live).
+    async fn abort_leftover_uploads(&self) {
+        let Some(s3) = &self.shared.s3 else { return };
+        let template = &self.shared.template;
+        let prefix = match template.prefix() {
+            "" => String::new(),
+            prefix => format!("{prefix}/"),
+        };
+        let result = s3
+            .abort_uploads(&prefix, |upload| {
+                template.parse_key(&upload.key).is_some_and(|parsed| {
+                    parsed.shard.as_deref() == Some(self.shard.as_str())
+                        && parsed.stream.as_deref().is_none_or(|s| s == self.stream)
+                })
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "could not list open multipart uploads");
+        }
+    }
+}
+
+/// A lease key as a directory name.
+fn sanitize(lease_key: &str) -> String {
+    lease_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl RecordProcessor for ShardArchiver {
+    async fn initialize(&mut self, input: InitializationInput) {
+        if self.start(input).await.is_err() {
+            self.stopped = true;
+        }
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if !self.stopped {
+            let _ = self.process(input, checkpointer).await;
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        if !self.stopped {
+            let _ = self.stop().await;
+        }
+        self.shared.stats.set_lag(&self.lease_key, None);
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        if !self.stopped && self.flush(checkpointer).await.is_ok() {
+            loop {
+                match checkpointer.checkpoint_shard_end().await {
+                    Ok(()) => break,
+                    Err(CheckpointError::Table(error)) => {
+                        tracing::warn!(shard = %self.shard, %error, "SHARD_END checkpoint failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(shard = %self.shard, %error, "SHARD_END checkpoint refused");
+                        break;
+                    }
+                }
+            }
+        }
+        self.shared.stats.set_lag(&self.lease_key, None);
+    }
+
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        if !self.stopped {
+            let _ = self.flush(checkpointer).await;
+        }
+        self.shared.stats.set_lag(&self.lease_key, None);
+    }
+}

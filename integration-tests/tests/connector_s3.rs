@@ -1,0 +1,268 @@
+//! The S3 connector (library) against the embedded back ends.
+
+use std::time::{Duration, Instant};
+
+use connector_s3::compress::Compression;
+use connector_s3::connector::S3Connector;
+use connector_s3::key::{DEFAULT_TEMPLATE, KeyTemplate};
+use connector_s3::transform::JsonRecord;
+use integration_tests::{LocalAws, resources, unique_name};
+use kpl::{Producer, UserRecord};
+
+/// (shard, sequence, sub-sequence, data)
+type Row = (String, String, u64, Vec<u8>);
+
+fn payload(i: usize) -> Vec<u8> {
+    match i % 3 {
+        0 => format!(
+            r#"{{"n":{i},"kind":"json","pad":"{}"}}"#,
+            "x".repeat(i % 50)
+        )
+        .into_bytes(),
+        1 => format!("text record {i} {}", "y".repeat(i % 60)).into_bytes(),
+        _ => {
+            let mut bytes = vec![0xff, 0x00, (i % 251) as u8];
+            bytes.extend_from_slice(&(i as u64).to_le_bytes());
+            bytes
+        }
+    }
+}
+
+async fn produce(producer: &Producer, stream: &str, range: std::ops::Range<usize>) -> Vec<Row> {
+    let mut pending = Vec::with_capacity(range.len());
+    for i in range {
+        let data = payload(i);
+        let result = producer
+            .add_user_record(UserRecord::new(
+                stream,
+                format!("pk-{}", i % 997),
+                data.clone(),
+            ))
+            .await
+            .expect("accepted");
+        pending.push((data, result));
+    }
+    let mut rows = Vec::with_capacity(pending.len());
+    for (data, result) in pending {
+        let result = result.await.expect("stored");
+        rows.push((
+            result.shard_id,
+            result.sequence_number,
+            result.sub_sequence_number,
+            data,
+        ));
+    }
+    rows
+}
+
+/// Every record in every object under `prefix`, by key.
+async fn read_archive(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<(String, Vec<JsonRecord>)> {
+    let mut objects = Vec::new();
+    for key in resources::list_keys(s3, bucket, prefix)
+        .await
+        .expect("list")
+    {
+        let body = resources::get_object(s3, bucket, &key).await.expect("get");
+        let text = Compression::from_key(&key)
+            .decompress_all(&body)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let records = String::from_utf8(text)
+            .expect("utf-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{key}: {e}: {line}")))
+            .collect();
+        objects.push((key, records));
+    }
+    objects
+}
+
+fn rows(objects: &[(String, Vec<JsonRecord>)]) -> Vec<Row> {
+    let mut rows: Vec<Row> = objects
+        .iter()
+        .flat_map(|(_, records)| records)
+        .map(|r| {
+            (
+                r.shard_id.clone(),
+                r.sequence_number.clone(),
+                r.sub_sequence_number,
+                r.payload().expect("payload"),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_200k_records_exactly_once() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("archive");
+    let bucket = unique_name("bucket");
+    resources::create_stream(&aws.kinesis_client(), &stream, 4)
+        .await
+        .expect("stream");
+    resources::create_bucket(&aws.s3_client(), &bucket)
+        .await
+        .expect("bucket");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .streams([stream.clone()])
+        .build()
+        .expect("producer");
+    let mut sent = produce(&producer, &stream, 0..200_000).await;
+    sent.sort();
+
+    let buffer = tempfile::tempdir().expect("tempdir");
+    let connector = S3Connector::builder()
+        .sdk_config(aws.sdk_config())
+        .application_name(unique_name("archiver"))
+        .stream(&stream)
+        .bucket(&bucket)
+        .prefix("archive")
+        .buffer_dir(buffer.path())
+        .max_object_records(15_000)
+        .max_object_age(Duration::from_secs(2))
+        .consumer(|c| {
+            c.failover_time = Duration::from_secs(3);
+            c.shard_sync_interval = Duration::from_secs(1);
+            c.idle_time_between_reads = Duration::from_millis(200);
+        })
+        .build()
+        .expect("connector");
+    let stats = connector.stats();
+    let shutdown = connector.shutdown_handle();
+    let running = tokio::spawn(connector.run());
+    wait_until("200,000 records uploaded", Duration::from_secs(240), || {
+        stats.snapshot().records_uploaded >= 200_000
+    })
+    .await;
+    shutdown.graceful().await;
+    running.await.expect("join").expect("connector");
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.records_uploaded, 200_000, "{snapshot}");
+
+    let objects = read_archive(&aws.s3_client(), &bucket, "archive/").await;
+    assert!(objects.len() >= 14, "{} objects", objects.len());
+    let template = KeyTemplate::new("archive", DEFAULT_TEMPLATE).expect("template");
+    for (key, records) in &objects {
+        let parsed = template
+            .parse_key(key)
+            .unwrap_or_else(|| panic!("{key} follows the template"));
+        let first = &records[0];
+        assert_eq!(parsed.stream.as_deref(), Some(stream.as_str()));
+        assert_eq!(parsed.shard.as_deref(), Some(first.shard_id.as_str()));
+        assert_eq!(
+            parsed.first_seq,
+            Some((first.sequence_number.clone(), first.sub_sequence_number)),
+            "{key}"
+        );
+        assert!(key.ends_with(".jsonl.gz"));
+        // Every record of an object is from one shard, in order.
+        assert!(records.iter().all(|r| r.shard_id == first.shard_id));
+    }
+    let archived = rows(&objects);
+    assert_eq!(archived.len(), sent.len());
+    assert!(archived == sent, "the archive differs from what was sent");
+    aws.shutdown().await;
+}
+
+/// Objects are valid for the standard tools, and each compression works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn objects_open_with_zcat_and_zstd() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("tools");
+    let bucket = unique_name("bucket");
+    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+        .await
+        .expect("stream");
+    resources::create_bucket(&aws.s3_client(), &bucket)
+        .await
+        .expect("bucket");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .streams([stream.clone()])
+        .build()
+        .expect("producer");
+    let sent = produce(&producer, &stream, 0..3_000).await;
+    for (compression, prefix) in [
+        (Compression::GZIP, "gz"),
+        (Compression::ZSTD, "zst"),
+        (Compression::None, "plain"),
+    ] {
+        let buffer = tempfile::tempdir().expect("tempdir");
+        let connector = S3Connector::builder()
+            .sdk_config(aws.sdk_config())
+            .application_name(unique_name("tools"))
+            .stream(&stream)
+            .bucket(&bucket)
+            .prefix(prefix)
+            .compression(compression)
+            .buffer_dir(buffer.path())
+            .max_object_records(1_000)
+            .max_object_age(Duration::from_secs(1))
+            .consumer(|c| c.idle_time_between_reads = Duration::from_millis(200))
+            .build()
+            .expect("connector");
+        let stats = connector.stats();
+        let shutdown = connector.shutdown_handle();
+        let running = tokio::spawn(connector.run());
+        wait_until("3,000 records uploaded", Duration::from_secs(60), || {
+            stats.snapshot().records_uploaded >= 3_000
+        })
+        .await;
+        shutdown.graceful().await;
+        running.await.expect("join").expect("connector");
+
+        let keys = resources::list_keys(&aws.s3_client(), &bucket, &format!("{prefix}/"))
+            .await
+            .expect("list");
+        assert!(keys.len() >= 3, "{keys:?}");
+        let mut lines = 0;
+        for key in &keys {
+            assert!(
+                key.ends_with(&format!(".jsonl{}", compression.extension())),
+                "{key}"
+            );
+            let body = resources::get_object(&aws.s3_client(), &bucket, key)
+                .await
+                .expect("get");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let file = dir.path().join("object");
+            std::fs::write(&file, &body).expect("write");
+            let output = match compression {
+                Compression::Gzip { .. } => std::process::Command::new("zcat").arg(&file).output(),
+                Compression::Zstd { .. } => std::process::Command::new("zstd")
+                    .args(["-d", "-c"])
+                    .arg(&file)
+                    .output(),
+                Compression::None => std::process::Command::new("cat").arg(&file).output(),
+            }
+            .expect("the tool runs");
+            assert!(
+                output.status.success(),
+                "{key}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let text = String::from_utf8(output.stdout).expect("utf-8");
+            for line in text.lines() {
+                let record: JsonRecord = serde_json::from_str(line).expect("a JSON line");
+                assert_eq!(record.stream, stream);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, sent.len(), "{prefix}");
+    }
+    aws.shutdown().await;
+}
