@@ -266,3 +266,127 @@ async fn objects_open_with_zcat_and_zstd() {
     }
     aws.shutdown().await;
 }
+
+/// A lease left with a prepared checkpoint (a previous owner died between
+/// `prepare_checkpoint` and `checkpoint`): its object is adopted when it
+/// exists, and redone with exactly the prepared records when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepared_checkpoint_is_adopted_or_redone() {
+    use kcl::checkpoint::ExtendedSequenceNumber;
+    use kcl::lease::{Lease, LeaseTable};
+
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("prepared");
+    let bucket = unique_name("bucket");
+    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+        .await
+        .expect("stream");
+    resources::create_bucket(&aws.s3_client(), &bucket)
+        .await
+        .expect("bucket");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .streams([stream.clone()])
+        .build()
+        .expect("producer");
+    let mut sent = produce(&producer, &stream, 0..1_000).await;
+    sent.sort_by(|a, b| {
+        ExtendedSequenceNumber::new(a.1.clone(), a.2)
+            .cmp(&ExtendedSequenceNumber::new(b.1.clone(), b.2))
+    });
+    let prepared_at = ExtendedSequenceNumber::new(sent[499].1.clone(), sent[499].2);
+    let shard = sent[0].0.clone();
+
+    for (prefix, object_exists) in [("adopt", true), ("redo", false)] {
+        let app = unique_name(prefix);
+        let table = LeaseTable::new(aws.dynamodb_client(), &app);
+        table.create_if_missing().await.expect("table");
+        let prepared_key = format!("dead-owner/{prefix}.jsonl.gz");
+        let mut lease = Lease::new(&shard, ExtendedSequenceNumber::TRIM_HORIZON);
+        lease.lease_owner = Some("dead-worker".into());
+        lease.pending_checkpoint = Some(prepared_at.clone());
+        lease.pending_checkpoint_state = Some(prepared_key.clone().into_bytes());
+        table.create_lease_if_absent(&lease).await.expect("lease");
+        if object_exists {
+            aws.s3_client()
+                .put_object()
+                .bucket(&bucket)
+                .key(&prepared_key)
+                .body(
+                    Compression::GZIP
+                        .compress(b"the dead owner's object\n")
+                        .unwrap()
+                        .into(),
+                )
+                .send()
+                .await
+                .expect("put");
+        }
+        let buffer = tempfile::tempdir().expect("tempdir");
+        let connector = S3Connector::builder()
+            .sdk_config(aws.sdk_config())
+            .application_name(&app)
+            .stream(&stream)
+            .bucket(&bucket)
+            .prefix(prefix)
+            .buffer_dir(buffer.path())
+            .max_object_age(Duration::from_secs(1))
+            .consumer(|c| {
+                c.failover_time = Duration::from_secs(2);
+                c.idle_time_between_reads = Duration::from_millis(200);
+            })
+            .build()
+            .expect("connector");
+        let stats = connector.stats();
+        let shutdown = connector.shutdown_handle();
+        let running = tokio::spawn(connector.run());
+        let expected = if object_exists { 500 } else { 1_000 };
+        wait_until("the rest uploaded", Duration::from_secs(60), || {
+            stats.snapshot().records_uploaded >= expected
+        })
+        .await;
+        shutdown.graceful().await;
+        running.await.expect("join").expect("connector");
+
+        let objects: Vec<_> = read_archive(&aws.s3_client(), &bucket, &format!("{prefix}/"))
+            .await
+            .into_iter()
+            .filter(|(key, _)| *key != prepared_key)
+            .collect();
+        let archived = rows(&objects);
+        let mut wanted: Vec<Row> = if object_exists {
+            sent[500..].to_vec()
+        } else {
+            sent.clone()
+        };
+        wanted.sort();
+        assert!(
+            archived == wanted,
+            "{prefix}: {} records archived",
+            archived.len()
+        );
+        if object_exists {
+            assert_eq!(stats.snapshot().objects_adopted, 1);
+        } else {
+            // The first object is exactly what the dead owner prepared.
+            let first = objects
+                .iter()
+                .find(|(_, records)| {
+                    records[0].sequence_number == sent[0].1
+                        && records[0].sub_sequence_number == sent[0].2
+                })
+                .expect("an object starting at the first record");
+            let last = first.1.last().expect("records");
+            assert_eq!(
+                ExtendedSequenceNumber::new(last.sequence_number.clone(), last.sub_sequence_number),
+                prepared_at
+            );
+        }
+        let lease = table.get_lease(&shard).await.expect("get").expect("lease");
+        assert!(
+            lease.pending_checkpoint.is_none(),
+            "{prefix}: the pending checkpoint is cleared"
+        );
+    }
+    aws.shutdown().await;
+}

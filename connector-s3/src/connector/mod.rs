@@ -98,6 +98,7 @@ pub struct S3ConnectorBuilder {
     transformer: Arc<dyn Transformer>,
     filter: Arc<dyn Filter>,
     emitter: Option<Arc<dyn Emitter>>,
+    s3_client: Option<aws_sdk_s3::Client>,
     buffer_dir: PathBuf,
     fsync: bool,
     max_object_bytes: u64,
@@ -137,6 +138,7 @@ impl Default for S3ConnectorBuilder {
             transformer: Arc::new(JsonLines),
             filter: Arc::new(KeepAll),
             emitter: None,
+            s3_client: None,
             buffer_dir: PathBuf::from("connector-s3-buffer"),
             fsync: true,
             max_object_bytes: 64 << 20,
@@ -230,6 +232,13 @@ impl S3ConnectorBuilder {
     /// An emitter in place of S3 (for another destination). Default: S3.
     pub fn emitter(mut self, emitter: impl Emitter) -> Self {
         self.emitter = Some(Arc::new(emitter));
+        self
+    }
+
+    /// The S3 client (for path-style addressing, say). Default: one built
+    /// from the SDK config.
+    pub fn s3_client(mut self, client: aws_sdk_s3::Client) -> Self {
+        self.s3_client = Some(client);
         self
     }
 
@@ -344,7 +353,10 @@ impl S3ConnectorBuilder {
             Some(emitter) => (emitter, None),
             None => {
                 let bucket = self.bucket.ok_or(ConnectorConfigError::Missing("bucket"))?;
-                let s3 = S3Emitter::builder(aws_sdk_s3::Client::new(&sdk_config), bucket)
+                let client = self
+                    .s3_client
+                    .unwrap_or_else(|| aws_sdk_s3::Client::new(&sdk_config));
+                let s3 = S3Emitter::builder(client, bucket)
                     .multipart_threshold(self.multipart_threshold)
                     .part_size(self.part_size)
                     .server_side_encryption(self.sse)

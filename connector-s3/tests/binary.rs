@@ -1,0 +1,326 @@
+//! The `connector-s3` binary as a process: SIGKILLed, restarted, shared
+//! between two processes, and restarted over a corrupted buffer segment —
+//! always exactly once. Runs against the embedded back ends of the test
+//! process, reached through the standard `AWS_ENDPOINT_URL_*` variables.
+//!
+//! These live in this crate (not `integration-tests/`) because only a
+//! package's own tests get its binary's path (`CARGO_BIN_EXE_*`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connector_s3::compress::Compression;
+use connector_s3::transform::JsonRecord;
+use integration_tests::{LocalAws, resources, unique_name};
+use kpl::{Producer, UserRecord};
+use rand::Rng;
+
+/// (shard, sequence, sub-sequence, data)
+type Row = (String, String, u64, Vec<u8>);
+
+struct Setup {
+    aws: LocalAws,
+    stream: String,
+    bucket: String,
+    app: String,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(shards: i32) -> Setup {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("bin");
+    let bucket = unique_name("bucket");
+    resources::create_stream(&aws.kinesis_client(), &stream, shards)
+        .await
+        .expect("stream");
+    resources::create_bucket(&aws.s3_client(), &bucket)
+        .await
+        .expect("bucket");
+    Setup {
+        aws,
+        stream,
+        bucket,
+        app: unique_name("archiver"),
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+async fn produce(aws: &LocalAws, stream: &str, count: usize) -> Vec<Row> {
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .streams([stream.to_owned()])
+        .build()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(count);
+    for i in 0..count {
+        let data = format!(r#"{{"n":{i},"pad":"{}"}}"#, "z".repeat(i % 70)).into_bytes();
+        let result = producer
+            .add_user_record(UserRecord::new(
+                stream,
+                format!("pk-{}", i % 499),
+                data.clone(),
+            ))
+            .await
+            .expect("accepted");
+        pending.push((data, result));
+    }
+    let mut rows = Vec::with_capacity(count);
+    for (data, result) in pending {
+        let r = result.await.expect("stored");
+        rows.push((r.shard_id, r.sequence_number, r.sub_sequence_number, data));
+    }
+    rows.sort();
+    rows
+}
+
+impl Setup {
+    /// Starts a connector process; its log goes to `<dir>/<worker>.log`.
+    fn spawn(&self, worker: &str, extra: &[(&str, &str)]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(worker))
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_connector-s3"));
+        command
+            .arg("run")
+            .envs(self.aws.endpoints().env_vars())
+            .env("RUST_LOG", "info")
+            .env("CONNECTOR_S3_APPLICATION_NAME", &self.app)
+            .env("CONNECTOR_S3_STREAMS", &self.stream)
+            .env("CONNECTOR_S3_BUCKET", &self.bucket)
+            .env("CONNECTOR_S3_PREFIX", "archive")
+            .env("CONNECTOR_S3_WORKER_ID", worker)
+            .env("CONNECTOR_S3_BUFFER_DIR", self.buffer_dir(worker))
+            .env("CONNECTOR_S3_MAX_OBJECT_RECORDS", "10000")
+            .env("CONNECTOR_S3_MAX_OBJECT_AGE_SECS", "2")
+            .env("CONNECTOR_S3_FAILOVER_TIME_MS", "3000")
+            .env("CONNECTOR_S3_IDLE_TIME_BETWEEN_READS_MS", "200")
+            .env("CONNECTOR_S3_STATS_INTERVAL_SECS", "1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.spawn().expect("connector-s3 starts")
+    }
+
+    fn buffer_dir(&self, worker: &str) -> PathBuf {
+        self.dir.path().join(format!("buffer-{worker}"))
+    }
+
+    fn log_path(&self, worker: &str) -> PathBuf {
+        self.dir.path().join(format!("{worker}.log"))
+    }
+
+    fn log(&self, worker: &str) -> String {
+        std::fs::read_to_string(self.log_path(worker)).unwrap_or_default()
+    }
+
+    /// Every archived record, sorted.
+    async fn archived(&self) -> Vec<Row> {
+        let s3 = self.aws.s3_client();
+        let mut rows = Vec::new();
+        for key in resources::list_keys(&s3, &self.bucket, "archive/")
+            .await
+            .expect("list")
+        {
+            let body = resources::get_object(&s3, &self.bucket, &key)
+                .await
+                .expect("get");
+            let text = Compression::from_key(&key)
+                .decompress_all(&body)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            for line in String::from_utf8(text).expect("utf-8").lines() {
+                let r: JsonRecord = serde_json::from_str(line).expect("JSON line");
+                let data = r.payload().expect("payload");
+                rows.push((r.shard_id, r.sequence_number, r.sub_sequence_number, data));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// Waits until the archive holds at least `count` records.
+    async fn wait_for_archive(&self, count: usize, timeout: Duration) -> Vec<Row> {
+        let started = Instant::now();
+        loop {
+            let rows = self.archived().await;
+            if rows.len() >= count {
+                return rows;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out: {} of {count} records archived",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+fn terminate(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(started.elapsed() < timeout, "the connector did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_exactly_once(archived: &[Row], sent: &[Row]) {
+    assert_eq!(archived.len(), sent.len(), "record count");
+    if archived != sent {
+        let missing = sent
+            .iter()
+            .filter(|r| archived.binary_search(r).is_err())
+            .count();
+        panic!("the archive differs from what was sent ({missing} records missing)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkilled_five_times_still_exactly_once() {
+    let setup = setup(4).await;
+    let producing = produce(&setup.aws, &setup.stream, 200_000);
+    let mut child = setup.spawn("w1", &[]);
+    // Produce while the connector runs and is killed.
+    let (sent, kills) = tokio::join!(producing, async {
+        let mut kills = 0;
+        for _ in 0..5 {
+            let pause = rand::rng().random_range(500..4_000);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+            kills += 1;
+            child = setup.spawn("w1", &[]);
+        }
+        kills
+    });
+    assert_eq!(kills, 5);
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(240))
+        .await;
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60)).success(),
+        "{}",
+        setup.log("w1")
+    );
+    assert_exactly_once(&archived, &sent);
+    // The graceful stop added nothing twice either.
+    assert_exactly_once(&setup.archived().await, &sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_the_shards_and_one_is_killed() {
+    let setup = setup(4).await;
+    let sent_first = produce(&setup.aws, &setup.stream, 50_000).await;
+    let mut a = setup.spawn("a", &[]);
+    let mut b = setup.spawn("b", &[]);
+    // Both get shards.
+    let started = Instant::now();
+    while !(setup.log("a").contains("shards=") && setup.log("b").contains("shards=")) {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    b.kill().expect("SIGKILL b");
+    b.wait().expect("reaped");
+    let mut sent = sent_first;
+    sent.extend(produce(&setup.aws, &setup.stream, 50_000).await);
+    sent.sort();
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(180))
+        .await;
+    terminate(&mut a);
+    assert!(wait_exit(&mut a, Duration::from_secs(60)).success());
+    assert_exactly_once(&archived, &sent);
+    assert!(setup.log("b").contains("shards="), "b took part");
+}
+
+/// Flips bytes in the middle of every segment file under `dir`.
+fn corrupt_segments(dir: &Path) -> usize {
+    let mut corrupted = 0;
+    for lane in std::fs::read_dir(dir).expect("buffer dir").flatten() {
+        for file in std::fs::read_dir(lane.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let mut data = std::fs::read(&path).expect("segment");
+                if data.len() > 100 {
+                    let middle = data.len() / 2;
+                    for byte in &mut data[middle..middle + 8] {
+                        *byte ^= 0x5a;
+                    }
+                    std::fs::write(&path, data).expect("write");
+                    corrupted += 1;
+                }
+            }
+        }
+    }
+    corrupted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_segment_is_quarantined_and_the_connector_goes_on() {
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 20_000).await;
+    // Objects that never complete on their own: the data stays buffered.
+    let hold = [
+        ("CONNECTOR_S3_MAX_OBJECT_AGE_SECS", "600"),
+        ("CONNECTOR_S3_MAX_OBJECT_RECORDS", "1000000"),
+    ];
+    let mut child = setup.spawn("w", &hold);
+    let started = Instant::now();
+    while !setup.log("w").contains("records_in=20000") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            setup.log("w")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(
+        corrupt_segments(&setup.buffer_dir("w")) > 0,
+        "segments to corrupt"
+    );
+
+    let mut child = setup.spawn("w", &[]);
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(120))
+        .await;
+    terminate(&mut child);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let log = setup.log("w");
+    assert!(log.contains("corrupt buffer entry quarantined"), "{log}");
+    let quarantine = std::fs::read_dir(setup.buffer_dir("w"))
+        .expect("buffer dir")
+        .flatten()
+        .filter(|lane| lane.path().join("quarantine").is_dir())
+        .count();
+    assert!(quarantine > 0, "quarantined bytes kept for inspection");
+    let counted = log
+        .split("quarantined=")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    assert!(counted.is_some_and(|n| n >= 1), "the stats count it: {log}");
+    assert_exactly_once(&archived, &sent);
+}
