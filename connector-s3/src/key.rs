@@ -169,6 +169,10 @@ pub struct ParsedKey {
     pub first_seq: Option<(String, u64)>,
     /// `{object}`.
     pub object: Option<u64>,
+    /// `{id}`.
+    pub id: Option<String>,
+    /// `{lane}`.
+    pub lane: Option<u32>,
 }
 
 /// A parsed key template with its prefix.
@@ -434,6 +438,8 @@ impl KeyTemplate {
             object: captures
                 .name("object")
                 .and_then(|m| m.as_str().parse().ok()),
+            id: captures.name("id").map(|m| m.as_str().to_owned()),
+            lane: captures.name("lane").and_then(|m| m.as_str().parse().ok()),
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod compress;
 pub mod connector;
 pub mod emit;
 pub mod filter;
+pub mod journal;
 pub mod key;
 pub mod metrics;
 pub mod retry;

@@ -127,6 +127,14 @@ impl SealedObject {
         }))
     }
 
+    /// Deletes the object's files (after it was emitted). Blocking I/O.
+    pub fn remove_files(&self, fsync: bool) -> Result<(), BufferError> {
+        if let ObjectBody::Segment { path, .. } = &self.body {
+            segment::remove(path, fsync).map_err(BufferError::io(path))?;
+        }
+        Ok(())
+    }
+
     /// The whole body in memory. Blocking I/O.
     pub fn read_all(&self) -> Result<Vec<u8>, BufferError> {
         let mut reader = self.reader()?;

@@ -1,0 +1,316 @@
+//! One lane of a journal: a writer task (batch → compress → log → seal) and
+//! an uploader task (object → S3 → delete), joined by a channel.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::{Counters, JournalConfig, JournalError, Put};
+use crate::buffer::{Buffer, DiskBuffer, EntryMeta, SealedObject};
+use crate::emit::Emitter as _;
+use crate::key::KeyFields;
+use crate::retry::with_backoff;
+use crate::transform::epoch_millis;
+
+/// A sealed object and the buffer budget (KiB) it holds.
+type Sealed = (SealedObject, u32);
+
+pub(super) async fn start(
+    config: &Arc<JournalConfig>,
+    lane: u32,
+    counters: &Arc<Counters>,
+    tasks: &mut JoinSet<Result<(), JournalError>>,
+) -> Result<mpsc::Sender<Put>, JournalError> {
+    let dir = config.directory.join(format!("lane-{lane}"));
+    let fsync = config.fsync;
+    let (buffer, recovery) = tokio::task::spawn_blocking(move || DiskBuffer::open(dir, fsync))
+        .await
+        .map_err(|join| JournalError::Config {
+            name: "directory",
+            message: join.to_string(),
+        })??;
+    counters
+        .quarantined
+        .fetch_add(recovery.quarantined, Relaxed);
+    let budget_kib = (config.max_buffered_bytes / 1024 / config.shards as u64)
+        .clamp(1024, u64::from(u32::MAX >> 4));
+    let budget = Arc::new(Semaphore::new(budget_kib as usize));
+    let (upload_tx, upload_rx) = mpsc::unbounded_channel();
+    for object in recovery.objects {
+        // What the last run left goes first, under the keys it would have had.
+        counters
+            .buffered_bytes
+            .fetch_add(object.summary.bytes, Relaxed);
+        let _ = upload_tx.send((object, 0));
+    }
+    let (tx, rx) = mpsc::channel(config.max_batch_size.clamp(1, 65_536) * 2);
+    let writer = Writer {
+        config: config.clone(),
+        buffer: Some(buffer),
+        budget: budget.clone(),
+        budget_kib: budget_kib as u32,
+        object_permits: 0,
+        counters: counters.clone(),
+        uploads: upload_tx,
+    };
+    tasks.spawn(writer.run(rx));
+    tasks.spawn(upload(
+        config.clone(),
+        lane,
+        upload_rx,
+        budget,
+        counters.clone(),
+    ));
+    Ok(tx)
+}
+
+struct Writer {
+    config: Arc<JournalConfig>,
+    buffer: Option<DiskBuffer>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+    /// Budget held by the current object.
+    object_permits: u32,
+    counters: Arc<Counters>,
+    uploads: mpsc::UnboundedSender<Sealed>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Put>) -> Result<(), JournalError> {
+        let max = self.config.max_batch_size;
+        let mut batch: Vec<Put> = Vec::with_capacity(max);
+        let mut batch_due: Option<Instant> = None;
+        loop {
+            let object_due = self
+                .buffer
+                .as_ref()
+                .and_then(|b| b.current())
+                .map(|c| c.opened_at + self.config.max_object_age);
+            let wake = match (batch_due, object_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let room = max.saturating_sub(batch.len()).max(1);
+            tokio::select! {
+                received = rx.recv_many(&mut batch, room) => {
+                    if received == 0 {
+                        // Closed: write what is left, complete the object, end.
+                        self.write(&mut batch).await;
+                        self.seal().await;
+                        return Ok(());
+                    }
+                    batch_due.get_or_insert_with(|| Instant::now() + self.config.max_batch_latency);
+                }
+                _ = sleep => {}
+            }
+            let now = Instant::now();
+            // Someone waits for durability: write now, with whatever else
+            // is queued (the group commit); otherwise wait for a full batch
+            // or its latency.
+            let waited_on = batch.iter().any(|put| put.durable.is_some());
+            if batch.len() >= max || waited_on || batch_due.is_some_and(|due| due <= now) {
+                self.write(&mut batch).await;
+                batch_due = None;
+            }
+            let full = self
+                .buffer
+                .as_ref()
+                .and_then(|b| b.current())
+                .is_some_and(|c| {
+                    c.bytes >= self.config.max_object_bytes
+                        || c.opened_at + self.config.max_object_age <= now
+                });
+            if full {
+                self.seal().await;
+            }
+        }
+    }
+
+    /// Encodes, compresses and logs a batch (one entry, one fsync), then
+    /// tells the waiters it is durable. I/O errors are retried: accepted
+    /// entries are never dropped.
+    async fn write(&mut self, batch: &mut Vec<Put>) {
+        if batch.is_empty() {
+            return;
+        }
+        let puts = std::mem::take(batch);
+        let count = puts.len() as u64;
+        let config = self.config.clone();
+        let entries: Vec<bytes::Bytes> = puts.iter().map(|p| p.entry.clone()).collect();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut raw = Vec::with_capacity(entries.iter().map(|e| e.len() + 1).sum());
+            for entry in &entries {
+                match &config.encoder {
+                    Some(encode) => encode(entry, &mut raw),
+                    None => raw.extend_from_slice(entry),
+                }
+                raw.extend_from_slice(&config.delimiter);
+            }
+            let meta = EntryMeta {
+                items: entries.len() as u64,
+                raw_bytes: raw.len() as u64,
+                records: entries.len() as u64,
+                first_time_ms: epoch_millis(SystemTime::now()),
+                first_position: None,
+                last_position: None,
+            };
+            config.compression.compress(&raw).map(|body| (meta, body))
+        })
+        .await;
+        let (meta, body) = match encoded {
+            Ok(Ok(encoded)) => encoded,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "compressing a journal batch failed; entries dropped");
+                return;
+            }
+            Err(_) => return,
+        };
+        let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.budget_kib);
+        if let Ok(permit) = self.budget.clone().acquire_many_owned(kib).await {
+            permit.forget();
+        }
+        self.object_permits += kib;
+        let bytes = body.len() as u64;
+        let entry = vec![(meta, body)];
+        loop {
+            let Some(mut buffer) = self.buffer.take() else {
+                return;
+            };
+            let attempt = entry.clone();
+            let Ok((buffer, result)) = tokio::task::spawn_blocking(move || {
+                let result = buffer.append(attempt);
+                (buffer, result)
+            })
+            .await
+            else {
+                return;
+            };
+            self.buffer = Some(buffer);
+            match result {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::error!(%error, "journal write failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        self.counters.durable.fetch_add(count, Relaxed);
+        self.counters.buffered_bytes.fetch_add(bytes, Relaxed);
+        for put in puts {
+            if let Some(done) = put.durable {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    async fn seal(&mut self) {
+        let Some(mut buffer) = self.buffer.take() else {
+            return;
+        };
+        let Ok((buffer, sealed)) = tokio::task::spawn_blocking(move || {
+            let sealed = buffer.seal();
+            (buffer, sealed)
+        })
+        .await
+        else {
+            return;
+        };
+        self.buffer = Some(buffer);
+        if let Ok(Some(object)) = sealed {
+            let permits = std::mem::take(&mut self.object_permits);
+            let _ = self.uploads.send((object, permits));
+        }
+    }
+}
+
+async fn upload(
+    config: Arc<JournalConfig>,
+    lane: u32,
+    mut objects: mpsc::UnboundedReceiver<Sealed>,
+    budget: Arc<Semaphore>,
+    counters: Arc<Counters>,
+) -> Result<(), JournalError> {
+    while let Some((object, permits)) = objects.recv().await {
+        let summary = &object.summary;
+        let key = config.template.render(&KeyFields {
+            time: chrono::DateTime::from_timestamp_millis(summary.first_time_ms)
+                .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+            id: &config.id,
+            lane,
+            object: summary.object,
+            ext: config.compression.extension(),
+            ..Default::default()
+        });
+        let _ = with_backoff(
+            || config.emitter.emit(&key, &object),
+            || true,
+            |error, delay| {
+                counters.retries.fetch_add(1, Relaxed);
+                tracing::warn!(%key, %error, ?delay, "journal upload failed; retrying");
+            },
+        )
+        .await;
+        let fsync = config.fsync;
+        let removed = object.clone();
+        match tokio::task::spawn_blocking(move || removed.remove_files(fsync)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot delete an uploaded segment"),
+            Err(_) => {}
+        }
+        counters.uploaded.fetch_add(summary.items, Relaxed);
+        counters.objects.fetch_add(1, Relaxed);
+        counters.buffered_bytes.fetch_sub(summary.bytes, Relaxed);
+        budget.add_permits(permits as usize);
+    }
+    Ok(())
+}
+
+fn listing_prefix(config: &JournalConfig) -> String {
+    match config.template.prefix() {
+        "" => String::new(),
+        prefix => format!("{prefix}/"),
+    }
+}
+
+/// Aborts multipart uploads this journal id left open: their data is still
+/// in the log, and will be uploaded again under the same key.
+pub(super) async fn clean_up_uploads(config: &JournalConfig) {
+    let template = &config.template;
+    let result = config
+        .emitter
+        .abort_uploads(&listing_prefix(config), |upload| {
+            template
+                .parse_key(&upload.key)
+                .is_some_and(|parsed| parsed.id.as_deref() == Some(config.id.as_str()))
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "cannot clean up open multipart uploads");
+    }
+    if let Some(expiration) = config.expiration {
+        expire_uploads(config, expiration).await;
+    }
+}
+
+/// Aborts any multipart upload under the prefix older than `expiration`.
+pub(super) async fn expire_uploads(config: &JournalConfig, expiration: Duration) {
+    let cutoff = SystemTime::now() - expiration;
+    let result = config
+        .emitter
+        .abort_uploads(&listing_prefix(config), |upload| {
+            upload.initiated.is_some_and(|at| at < cutoff)
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "cannot expire stale multipart uploads");
+    }
+}

@@ -1,0 +1,254 @@
+//! The journal: durable, batched, compressed S3 journal files without
+//! Kinesis — s3-journal's shape on this crate's buffer and emitter.
+//!
+//! `put` hands an entry to a lane's writer, which batches entries (up to
+//! `max_batch_size` entries or `max_batch_latency`), encodes and compresses
+//! each batch as one gzip member, appends it to the lane's write-ahead log
+//! with one fsync (the group commit), and rolls objects by size and age. A
+//! lane's uploader then writes each complete object to S3 under a
+//! deterministic key (`{id}-{lane}-{object}`), and only then deletes it
+//! from disk. A restart uploads what the previous run left, under the same
+//! keys, so a crash at any point neither loses nor duplicates an entry.
+
+mod config;
+mod lane;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+pub use config::{JournalConfig, JournalConfigBuilder};
+
+use crate::buffer::BufferError;
+use crate::emit::EmitError;
+use crate::key::KeyTemplateError;
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A setting is missing or wrong.
+    #[error("journal setting `{name}`: {message}")]
+    Config {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key template is unusable.
+    #[error(transparent)]
+    KeyTemplate(#[from] KeyTemplateError),
+    /// The buffer failed.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// S3 failed (at open: cleaning up uploads).
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    /// The buffer is full (`try_put`).
+    #[error("the journal's buffer is full")]
+    Full,
+    /// The journal is closed.
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// Counters of a journal (since it was opened).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub enqueued: AtomicU64,
+    pub durable: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+    pub objects: AtomicU64,
+    pub retries: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+/// A snapshot of a journal's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Entries accepted by `put`.
+    pub enqueued: u64,
+    /// Entries written to disk (fsynced when `fsync` is on).
+    pub durable: u64,
+    /// Entries in uploaded objects (including ones recovered at open).
+    pub uploaded: u64,
+    /// Compressed bytes on disk waiting for upload.
+    pub buffered_bytes: u64,
+    /// Objects uploaded.
+    pub objects: u64,
+    /// Failed upload attempts (retried).
+    pub retries: u64,
+    /// Corrupt buffer entries quarantined at open.
+    pub quarantined: u64,
+}
+
+pub(crate) struct Put {
+    entry: Bytes,
+    durable: Option<oneshot::Sender<Result<(), JournalError>>>,
+}
+
+/// A journal of entries archived to S3.
+///
+/// ```no_run
+/// # async fn demo(sdk_config: aws_config::SdkConfig) -> Result<(), connector_s3::journal::JournalError> {
+/// use connector_s3::journal::{Journal, JournalConfig};
+/// let config = JournalConfig::builder()
+///     .sdk_config(&sdk_config)
+///     .bucket("my-journal")
+///     .directory("/var/lib/my-journal")
+///     .build()?;
+/// let journal = Journal::open(config).await?;
+/// journal.put("one line").await?;            // queued
+/// journal.put_durable("another").await?;     // on disk when this returns
+/// println!("{:?}", journal.stats());
+/// journal.close().await?;                    // everything uploaded
+/// # Ok(()) }
+/// ```
+pub struct Journal {
+    lanes: Vec<mpsc::Sender<Put>>,
+    next_lane: AtomicU64,
+    counters: Arc<Counters>,
+    /// The lanes' writer and uploader tasks.
+    tasks: JoinSet<Result<(), JournalError>>,
+    /// The expiration timer, if any (aborted when the journal goes).
+    expiry: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Some(expiry) = &self.expiry {
+            expiry.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("lanes", &self.lanes.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Opens the journal: recovers each lane's buffer (uploading what an
+    /// earlier run left), aborts multipart uploads of this id left open,
+    /// and starts the lanes.
+    pub async fn open(config: JournalConfig) -> Result<Self, JournalError> {
+        let config = Arc::new(config);
+        let counters = Arc::new(Counters::default());
+        lane::clean_up_uploads(&config).await;
+        let mut tasks = JoinSet::new();
+        let mut lanes = Vec::with_capacity(config.shards);
+        for lane in 0..config.shards {
+            lanes.push(lane::start(&config, lane as u32, &counters, &mut tasks).await?);
+        }
+        let expiry = config.expiration.map(|expiration| {
+            let config = config.clone();
+            // Hourly, as s3-journal; ends with the journal.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    lane::expire_uploads(&config, expiration).await;
+                }
+            })
+        });
+        Ok(Self {
+            lanes,
+            next_lane: AtomicU64::new(0),
+            counters,
+            tasks,
+            expiry,
+        })
+    }
+
+    fn lane(&self) -> &mpsc::Sender<Put> {
+        let n = self.next_lane.fetch_add(1, Relaxed) as usize;
+        &self.lanes[n % self.lanes.len()]
+    }
+
+    /// Queues an entry; waits while the journal's buffer is full.
+    pub async fn put(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        self.lane()
+            .send(Put {
+                entry: entry.into(),
+                durable: None,
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        self.counters.enqueued.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Queues an entry if there is room now (s3-journal's `put!` returning
+    /// false): `Err(Full)` otherwise.
+    pub fn try_put(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        self.lane()
+            .try_send(Put {
+                entry: entry.into(),
+                durable: None,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => JournalError::Full,
+                mpsc::error::TrySendError::Closed(_) => JournalError::Closed,
+            })?;
+        self.counters.enqueued.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Queues an entry and resolves once it is on disk (fsynced when
+    /// `fsync` is on): from then on a crash does not lose it.
+    pub async fn put_durable(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        let (done, durable) = oneshot::channel();
+        self.lane()
+            .send(Put {
+                entry: entry.into(),
+                durable: Some(done),
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        self.counters.enqueued.fetch_add(1, Relaxed);
+        durable.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.counters;
+        JournalStats {
+            enqueued: c.enqueued.load(Relaxed),
+            durable: c.durable.load(Relaxed),
+            uploaded: c.uploaded.load(Relaxed),
+            buffered_bytes: c.buffered_bytes.load(Relaxed),
+            objects: c.objects.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            quarantined: c.quarantined.load(Relaxed),
+        }
+    }
+
+    /// Writes out every queued entry, uploads every object, and stops.
+    pub async fn close(mut self) -> Result<JournalStats, JournalError> {
+        self.lanes.clear();
+        let mut first_error = None;
+        // The lanes end once their queues are drained and their uploads done.
+        while let Some(ended) = self.tasks.join_next().await {
+            let error = match ended {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(join) => JournalError::Buffer(BufferError::Io {
+                    path: "<journal task>".into(),
+                    source: std::io::Error::other(join.to_string()),
+                }),
+            };
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(self.stats()),
+        }
+    }
+}
