@@ -1,6 +1,7 @@
 //! `connector-s3`: archive Kinesis streams to S3 (see `--help`).
 
 mod config;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Read records back from the archive: select by time, stream, shard and
+    /// sequence, filter, and publish them to a stream (--to-stream), write
+    /// them as JSON lines (--output FILE|-), or count them (--dry-run).
+    Replay(replay::ReplayArgs),
     /// Check a configuration and print the effective settings.
     CheckConfig {
         /// The TOML configuration file.
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::CheckConfig { config } => check(config).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     match result {
