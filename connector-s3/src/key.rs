@@ -237,22 +237,25 @@ impl KeyTemplate {
             parts.push(Part::Literal(rest.to_owned()));
         }
         match parts.first() {
-            Some(Part::Field(Field::Prefix)) => {
-                // With an empty prefix, drop `{prefix}` and the `/` after it.
-                if prefix.is_empty() {
-                    parts.remove(0);
-                    if let Some(Part::Literal(literal)) = parts.first_mut() {
-                        *literal = literal.trim_start_matches('/').to_owned();
-                    }
+            // With an empty prefix, drop `{prefix}` and the `/` after it.
+            Some(Part::Field(Field::Prefix)) if prefix.is_empty() => {
+                parts.remove(0);
+                if let Some(Part::Literal(literal)) = parts.first_mut() {
+                    *literal = literal.trim_start_matches('/').to_owned();
                 }
             }
+            Some(Part::Field(Field::Prefix)) => {}
             _ if !prefix.is_empty() => {
                 parts.insert(0, Part::Literal("/".to_owned()));
                 parts.insert(0, Part::Field(Field::Prefix));
             }
             _ => {}
         }
-        if parts[1..].contains(&Part::Field(Field::Prefix)) {
+        if parts
+            .iter()
+            .skip(1)
+            .any(|p| *p == Part::Field(Field::Prefix))
+        {
             return Err(KeyTemplateError::Escapes(template.to_owned()));
         }
         let literals: String = parts
@@ -345,19 +348,19 @@ impl KeyTemplate {
                         Field::Minute => write!(key, "{:02}", t.minute()),
                         Field::Second => write!(key, "{:02}", t.second()),
                         Field::Date => write!(key, "{}", t.format("%Y-%m-%d")),
-                        Field::Stream => Ok(push_clean(&mut key, fields.stream)),
-                        Field::Shard => Ok(push_clean(&mut key, fields.shard)),
+                        Field::Stream => push_clean(&mut key, fields.stream),
+                        Field::Shard => push_clean(&mut key, fields.shard),
                         Field::FirstSeq => match fields.first_seq {
                             Some((sequence, sub)) => {
-                                push_clean(&mut key, sequence);
+                                let _ = push_clean(&mut key, sequence);
                                 write!(key, "-{sub}")
                             }
                             None => write!(key, "0-0"),
                         },
-                        Field::Id => Ok(push_clean(&mut key, fields.id)),
+                        Field::Id => push_clean(&mut key, fields.id),
                         Field::Lane => write!(key, "{}", fields.lane),
                         Field::Object => write!(key, "{:06}", fields.object),
-                        Field::Ext => Ok(push_clean(&mut key, fields.ext)),
+                        Field::Ext => push_clean(&mut key, fields.ext),
                     };
                 }
             }
@@ -467,10 +470,10 @@ fn dedupe_groups(pattern: &str) -> String {
 
 /// Appends a value with anything outside `[A-Za-z0-9._=-]` replaced by `_`,
 /// and `.`/`..` made harmless.
-fn push_clean(key: &mut String, value: &str) {
+fn push_clean(key: &mut String, value: &str) -> std::fmt::Result {
     if value == "." || value == ".." {
         key.push('_');
-        return;
+        return Ok(());
     }
     key.extend(value.chars().map(|c| {
         if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '=' | '-') {
@@ -479,6 +482,7 @@ fn push_clean(key: &mut String, value: &str) {
             '_'
         }
     }));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -336,7 +336,7 @@ mod tests {
         let mut data = fs::read(&path).unwrap();
         let entry_len = data.len() / 3;
         data[entry_len + 20] ^= 0xff; // corrupt the second entry
-        data.extend_from_slice(&data[..7].to_vec()); // and a torn tail
+        data.extend_from_within(..7); // and a torn tail
         fs::write(&path, &data).unwrap();
 
         let (_buffer, recovery) = DiskBuffer::open(dir.path(), true).unwrap();

@@ -101,7 +101,7 @@ fn check_frame(data: &[u8], offset: usize) -> Result<Option<(usize, EntryInfo)>,
         return Err(());
     }
     let len = word(4) as usize;
-    if len > MAX_ENTRY || len < 4 {
+    if !(4..=MAX_ENTRY).contains(&len) {
         return Err(());
     }
     if rest.len() < HEADER + len {

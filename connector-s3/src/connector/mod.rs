@@ -109,7 +109,7 @@ pub struct S3ConnectorBuilder {
     part_size: usize,
     sse: ServerSideEncryption,
     initial_position: StartingPosition,
-    configure_consumer: Option<Box<dyn FnOnce(&mut ConsumerConfig) + Send>>,
+    configure_consumer: Option<ConfigureConsumer>,
 }
 
 impl std::fmt::Debug for S3ConnectorBuilder {
@@ -405,6 +405,9 @@ impl S3ConnectorBuilder {
         Ok(S3Connector { scheduler, stats })
     }
 }
+
+/// A caller's adjustment of the consumer settings.
+type ConfigureConsumer = Box<dyn FnOnce(&mut ConsumerConfig) + Send>;
 
 type ArchiverFactory = Box<dyn Fn(&str) -> ShardArchiver + Send + Sync>;
 

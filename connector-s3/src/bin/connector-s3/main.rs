@@ -37,7 +37,7 @@ enum Command {
     /// Read records back from the archive: select by time, stream, shard and
     /// sequence, filter, and publish them to a stream (--to-stream), write
     /// them as JSON lines (--output FILE|-), or count them (--dry-run).
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Check a configuration and print the effective settings.
     CheckConfig {
         /// The TOML configuration file.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::CheckConfig { config } => check(config).await,
-            Command::Replay(args) => replay::run(args).await,
+            Command::Replay(args) => replay::run(*args).await,
         }
     });
     match result {

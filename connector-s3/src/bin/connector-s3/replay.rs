@@ -129,7 +129,9 @@ impl LineFilter {
                 }
                 match at {
                     serde_json::Value::String(s) => s == value,
-                    other => other.to_string() == *value,
+                    other => value
+                        .parse::<serde_json::Value>()
+                        .is_ok_and(|v| v == *other),
                 }
             }
         }
