@@ -308,3 +308,50 @@ async fn output_equals_zcat_grep_and_strict_stops_at_a_corrupt_object() {
         "{stderr}"
     );
 }
+
+/// Ctrl-C (SIGINT) stops a replay that cannot make progress, with a report
+/// and a non-zero exit, instead of hanging or dying silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_stops_cleanly_with_a_report() {
+    let archive = build_archive().await;
+    // An S3 endpoint that accepts connections and never answers.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", black_hole.local_addr().expect("addr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connector-s3"))
+        .args([
+            "replay",
+            "--bucket",
+            &archive.bucket,
+            "--prefix",
+            PREFIX,
+            "--dry-run",
+        ])
+        .args(WINDOW)
+        .envs(archive.aws.endpoints().env_vars())
+        .env("AWS_ENDPOINT_URL_S3", &url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("connector-s3 runs");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replay ignored Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read");
+    assert!(!status.success());
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}

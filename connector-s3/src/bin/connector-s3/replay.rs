@@ -246,9 +246,22 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
     };
 
+    // Ctrl-C from here on stops the replay cleanly, with a report.
+    let (interrupt_tx, mut interrupt) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = interrupt_tx.send(true);
+        }
+    });
     let reader = ArchiveReader::new(s3, &bucket, template).with_concurrency(args.concurrency);
     let started = Instant::now();
-    let objects = reader.list(&selection).await?;
+    let objects = tokio::select! {
+        objects = reader.list(&selection) => objects?,
+        _ = interrupt.changed() => {
+            eprintln!("replay interrupted while listing the archive: nothing was read");
+            bail!("interrupted");
+        }
+    };
     let mut progress = Progress {
         objects_total: objects.len() as u64,
         bytes_total: objects.iter().map(|o| o.size).sum(),
@@ -275,7 +288,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     loop {
         let item = tokio::select! {
             item = items.recv() => item,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.changed() => {
                 interrupted = true;
                 None
             }
@@ -355,6 +368,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
     drop(items);
+    signals.abort();
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
