@@ -103,7 +103,7 @@ async fn journal(aws: &LocalAws, records: u64) -> f64 {
     records as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn connector(aws: &LocalAws, stream: &str, records: u64) -> f64 {
+async fn connector(aws: &LocalAws, stream: &str, records: u64, compression: Compression) -> f64 {
     let bucket = unique_name("bench");
     resources::create_bucket(&aws.s3_client(), &bucket)
         .await
@@ -115,6 +115,7 @@ async fn connector(aws: &LocalAws, stream: &str, records: u64) -> f64 {
         .stream(stream)
         .bucket(&bucket)
         .buffer_dir(dir.path())
+        .compression(compression)
         .max_object_age(Duration::from_secs(5))
         .consumer(|c| c.idle_time_between_reads = Duration::from_millis(100))
         .build()
@@ -184,14 +185,16 @@ fn main() {
             for result in pending {
                 result.await.expect("stored");
             }
-            let mut runs = Vec::new();
-            for _ in 0..RUNS {
-                runs.push(connector(&aws, &stream, records).await);
+            for (name, compression) in [("gzip-6", Compression::GZIP), ("zstd-3", Compression::ZSTD), ("gzip-1", Compression::Gzip { level: 1 })] {
+                let mut runs = Vec::new();
+                for _ in 0..RUNS {
+                    runs.push(connector(&aws, &stream, records, compression).await);
+                }
+                println!(
+                    "connector ({name}): 500,000 100-byte records in 4 shards (KPL-aggregated) to S3: median {:.0} records/s",
+                    median(runs)
+                );
             }
-            println!(
-                "connector: 500,000 100-byte records in 4 shards (KPL-aggregated) to S3: median {:.0} records/s",
-                median(runs)
-            );
         }
     });
 }
