@@ -16,6 +16,10 @@ use integration_tests::{LocalAws, resources, unique_name};
 use kpl::{Producer, UserRecord};
 use rand::Rng;
 
+/// These tests run one at a time: each runs several connector processes
+/// and a producer, and together they would starve the two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// (shard, sequence, sub-sequence, data)
 type Row = (String, String, u64, Vec<u8>);
 
@@ -118,6 +122,31 @@ impl Setup {
         std::fs::read_to_string(self.log_path(worker)).unwrap_or_default()
     }
 
+    /// The end of every process log.
+    fn all_logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                all.push_str(&format!("--- {}\n{tail}\n", entry.path().display()));
+            }
+        }
+        all
+    }
+
     /// Every archived record, sorted.
     async fn archived(&self) -> Vec<Row> {
         let s3 = self.aws.s3_client();
@@ -146,14 +175,17 @@ impl Setup {
     async fn wait_for_archive(&self, count: usize, timeout: Duration) -> Vec<Row> {
         let started = Instant::now();
         loop {
-            let rows = self.archived().await;
+            let rows = tokio::time::timeout(Duration::from_secs(60), self.archived())
+                .await
+                .unwrap_or_else(|_| panic!("reading the archive hung; logs:\n{}", self.all_logs()));
             if rows.len() >= count {
                 return rows;
             }
             assert!(
                 started.elapsed() < timeout,
-                "timed out: {} of {count} records archived",
-                rows.len()
+                "timed out: {} of {count} records archived; logs:\n{}",
+                rows.len(),
+                self.all_logs()
             );
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
@@ -168,15 +200,21 @@ fn terminate(child: &mut Child) {
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             return status;
         }
         assert!(started.elapsed() < timeout, "the connector did not exit");
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// SIGKILL, and wait for the process to be gone.
+async fn kill(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    wait_exit(child, Duration::from_secs(10)).await;
 }
 
 fn assert_exactly_once(archived: &[Row], sent: &[Row]) {
@@ -192,6 +230,7 @@ fn assert_exactly_once(archived: &[Row], sent: &[Row]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_five_times_still_exactly_once() {
+    let _serial = SERIAL.lock().await;
     let setup = setup(4).await;
     let producing = produce(&setup.aws, &setup.stream, 200_000);
     let mut child = setup.spawn("w1", &[]);
@@ -201,20 +240,22 @@ async fn sigkilled_five_times_still_exactly_once() {
         for _ in 0..5 {
             let pause = rand::rng().random_range(500..4_000);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
+            kill(&mut child).await;
             kills += 1;
             child = setup.spawn("w1", &[]);
         }
         kills
     });
     assert_eq!(kills, 5);
+    eprintln!("produced {} records; killed 5 times", sent.len());
     let archived = setup
         .wait_for_archive(sent.len(), Duration::from_secs(240))
         .await;
     terminate(&mut child);
     assert!(
-        wait_exit(&mut child, Duration::from_secs(60)).success(),
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success(),
         "{}",
         setup.log("w1")
     );
@@ -225,6 +266,7 @@ async fn sigkilled_five_times_still_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_share_the_shards_and_one_is_killed() {
+    let _serial = SERIAL.lock().await;
     let setup = setup(4).await;
     let sent_first = produce(&setup.aws, &setup.stream, 50_000).await;
     let mut a = setup.spawn("a", &[]);
@@ -236,8 +278,7 @@ async fn two_processes_share_the_shards_and_one_is_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    b.kill().expect("SIGKILL b");
-    b.wait().expect("reaped");
+    kill(&mut b).await;
     let mut sent = sent_first;
     sent.extend(produce(&setup.aws, &setup.stream, 50_000).await);
     sent.sort();
@@ -245,7 +286,7 @@ async fn two_processes_share_the_shards_and_one_is_killed() {
         .wait_for_archive(sent.len(), Duration::from_secs(180))
         .await;
     terminate(&mut a);
-    assert!(wait_exit(&mut a, Duration::from_secs(60)).success());
+    assert!(wait_exit(&mut a, Duration::from_secs(60)).await.success());
     assert_exactly_once(&archived, &sent);
     assert!(setup.log("b").contains("shards="), "b took part");
 }
@@ -278,6 +319,7 @@ fn corrupt_segments(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupted_segment_is_quarantined_and_the_connector_goes_on() {
+    let _serial = SERIAL.lock().await;
     let setup = setup(2).await;
     let sent = produce(&setup.aws, &setup.stream, 20_000).await;
     // Objects that never complete on their own: the data stays buffered.
@@ -295,8 +337,7 @@ async fn a_corrupted_segment_is_quarantined_and_the_connector_goes_on() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    kill(&mut child).await;
     assert!(
         corrupt_segments(&setup.buffer_dir("w")) > 0,
         "segments to corrupt"
@@ -307,7 +348,11 @@ async fn a_corrupted_segment_is_quarantined_and_the_connector_goes_on() {
         .wait_for_archive(sent.len(), Duration::from_secs(120))
         .await;
     terminate(&mut child);
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success()
+    );
     let log = setup.log("w");
     assert!(log.contains("corrupt buffer entry quarantined"), "{log}");
     let quarantine = std::fs::read_dir(setup.buffer_dir("w"))

@@ -128,12 +128,17 @@ async fn builder(config: &config::Config) -> anyhow::Result<S3ConnectorBuilder> 
     if let Some(bytes) = config.part_size {
         builder = builder.part_size(bytes as usize);
     }
-    if config.force_path_style == Some(true) {
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk_config)
-            .force_path_style(true)
-            .build();
-        builder = builder.s3_client(aws_sdk_s3::Client::from_conf(s3));
-    }
+    // An upload that hangs (a dropped connection) must fail and be retried,
+    // not hold its shard forever.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(120))
+        .build();
+    let s3 = aws_sdk_s3::config::Builder::from(&sdk_config)
+        .force_path_style(config.force_path_style == Some(true))
+        .timeout_config(timeouts)
+        .build();
+    builder = builder.s3_client(aws_sdk_s3::Client::from_conf(s3));
     let failover = config.failover_time_ms.map(Duration::from_millis);
     let idle = Duration::from_millis(config.idle_time_between_reads_ms.unwrap_or(1_000));
     let max_records = config.max_records;
