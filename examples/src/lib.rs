@@ -56,11 +56,14 @@ impl Backend {
     }
 }
 
-/// Installs a `tracing` subscriber that honours `RUST_LOG` (default `warn`).
+/// Installs a `tracing` subscriber that honours `RUST_LOG` (default `warn`,
+/// without the embedded S3's own log of the calls it does not implement, such
+/// as ListMultipartUploads, which the connector tries and does without).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,s3s::service=off".into()),
         )
         .try_init();
 }
