@@ -23,6 +23,32 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// (shard, sequence, sub-sequence, data)
 type Row = (String, String, u64, Vec<u8>);
 
+/// A connector process, killed when dropped: a failing test leaves no
+/// process behind.
+struct Connector(Child);
+
+impl std::ops::Deref for Connector {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Connector {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct Setup {
     aws: LocalAws,
     stream: String,
@@ -80,7 +106,7 @@ async fn produce(aws: &LocalAws, stream: &str, count: usize) -> Vec<Row> {
 
 impl Setup {
     /// Starts a connector process; its log goes to `<dir>/<worker>.log`.
-    fn spawn(&self, worker: &str, extra: &[(&str, &str)]) -> Child {
+    fn spawn(&self, worker: &str, extra: &[(&str, &str)]) -> Connector {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,7 +133,7 @@ impl Setup {
         for (key, value) in extra {
             command.env(key, value);
         }
-        command.spawn().expect("connector-s3 starts")
+        Connector(command.spawn().expect("connector-s3 starts"))
     }
 
     fn buffer_dir(&self, worker: &str) -> PathBuf {

@@ -76,13 +76,9 @@ impl Error {
     /// Wraps an SDK error with the name of the operation, keeping the whole
     /// source chain in the message.
     pub fn aws(operation: &'static str, error: impl std::error::Error) -> Self {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        Error::Aws {
+            operation,
+            message: kcl::error_chain(&error),
         }
-        Error::Aws { operation, message }
     }
 }

@@ -27,7 +27,12 @@ pub mod scheduler;
 
 /// An error's message followed by those of its sources, `": "`-separated:
 /// the SDK's top-level messages alone ("service error") say too little.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+///
+/// ```
+/// let error = std::io::Error::other("disk full");
+/// assert_eq!(kcl::error_chain(&error), "disk full");
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -105,17 +105,27 @@ pub struct OpenUpload {
 }
 
 fn failed(operation: &'static str, key: &str, error: &dyn std::error::Error) -> EmitError {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
     EmitError::Destination {
         operation,
         key: key.to_owned(),
-        message,
+        message: kcl::error_chain(error),
+    }
+}
+
+impl ServerSideEncryption {
+    /// The request's `x-amz-server-side-encryption` and KMS key id.
+    fn headers(
+        &self,
+    ) -> (
+        Option<aws_sdk_s3::types::ServerSideEncryption>,
+        Option<String>,
+    ) {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        match self {
+            ServerSideEncryption::BucketDefault => (None, None),
+            ServerSideEncryption::S3 => (Some(Sse::Aes256), None),
+            ServerSideEncryption::Kms { key_id } => (Some(Sse::AwsKms), key_id.clone()),
+        }
     }
 }
 
@@ -188,15 +198,10 @@ impl S3Emitter {
             .key(key)
             .content_type(self.content_type)
             .body(ByteStream::from(body));
-        request = match &self.sse {
-            ServerSideEncryption::BucketDefault => request,
-            ServerSideEncryption::S3 => {
-                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            }
-            ServerSideEncryption::Kms { key_id } => request
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
+        let (sse, kms_key) = self.sse.headers();
+        request = request
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key);
         request
             .send()
             .await
@@ -211,15 +216,10 @@ impl S3Emitter {
             .bucket(&self.bucket)
             .key(key)
             .content_type(self.content_type);
-        request = match &self.sse {
-            ServerSideEncryption::BucketDefault => request,
-            ServerSideEncryption::S3 => {
-                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            }
-            ServerSideEncryption::Kms { key_id } => request
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
+        let (sse, kms_key) = self.sse.headers();
+        request = request
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key);
         let created = request
             .send()
             .await
