@@ -9,6 +9,8 @@
 //! - [`connector`]: the Kinesis → S3 connector ([`connector::S3Connector`]).
 //! - [`journal`]: the same buffer and upload machinery without Kinesis
 //!   ([`journal::Journal`], s3-journal's shape).
+//! - [`archive`]: reading the archive back by time range, stream, shard and
+//!   sequence ([`archive::ArchiveReader`]); `connector-s3 replay` is built on it.
 //! - Stages: [`transform`], [`filter`], [`buffer`], [`emit`]; with
 //!   [`compress`] and [`key`] (object key templates).
 #![forbid(unsafe_code)]

@@ -7,12 +7,14 @@
 //! children, and hand user code deaggregated records through a
 //! `RecordProcessor` trait.
 //!
-//! Built so far: deaggregation of Kinesis records ([`deaggregate`], from the
-//! `kpl` crate's implementation of the wire format), positions with
-//! sub-sequence numbers and the KCL's sentinels ([`checkpoint`]), and the
-//! lease table with the Java KCL's item schema and conditional operations
-//! ([`lease`]). The scheduler (lease taking and balancing, shard sync,
-//! retrieval, the `RecordProcessor` trait) is being built on top of them.
+//! Modules: positions with sub-sequence numbers and the KCL's sentinels
+//! ([`checkpoint`]), the lease table with the Java KCL's item schema and
+//! conditional operations ([`lease`]), polling and enhanced fan-out reads with
+//! a bounded read-ahead ([`retrieval`]), the [`processor::RecordProcessor`]
+//! trait and its checkpointer ([`processor`]), and the scheduler that takes,
+//! renews and balances leases and runs one processor per held shard
+//! ([`scheduler`]). Deaggregation ([`deaggregate`]) is the `kpl` crate's
+//! implementation of the wire format.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -466,6 +466,13 @@ impl ShardArchiver {
     }
 }
 
+impl Drop for ShardArchiver {
+    fn drop(&mut self) {
+        // However the processor ends, its share of the budget goes back.
+        self.release_permits();
+    }
+}
+
 /// A lease key as a directory name.
 fn sanitize(lease_key: &str) -> String {
     lease_key
