@@ -1,6 +1,6 @@
 //! Downloading and decoding objects with bounded memory.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -109,6 +109,10 @@ impl ArchiveReader {
     }
 }
 
+/// The longest line read: a 1 MiB Kinesis record in base64 with its fields
+/// is under 2 MiB.
+const MAX_LINE: usize = 16 << 20;
+
 /// Checks that the object decompresses whole, then streams its selected
 /// lines. Returns the number of lines.
 fn decode(
@@ -128,13 +132,35 @@ fn decode(
     // Pass 2: the records.
     let decoder = compression.decoder(body).map_err(decompress_error)?;
     let shared_key: Arc<str> = Arc::from(key);
+    let mut reader = BufReader::with_capacity(1 << 16, decoder);
+    let mut buffer = Vec::new();
     let mut number = 0;
-    for line in BufReader::with_capacity(1 << 16, decoder).lines() {
-        let line = line.map_err(decompress_error)?;
+    loop {
+        buffer.clear();
+        // A line is at most MAX_LINE bytes: garbage without newlines must not
+        // grow one without bound.
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buffer)
+            .map_err(decompress_error)?;
+        if read == 0 {
+            break;
+        }
         number += 1;
-        if line.is_empty() {
+        if buffer.last() == Some(&b'\n') {
+            buffer.pop();
+        } else if buffer.len() > MAX_LINE {
+            return Err(decompress_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {number} is longer than {MAX_LINE} bytes"),
+            )));
+        }
+        if buffer.is_empty() {
             continue;
         }
+        let line = String::from_utf8(std::mem::take(&mut buffer)).map_err(|error| {
+            decompress_error(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+        })?;
         let record: JsonRecord =
             serde_json::from_str(&line).map_err(|source| ArchiveError::Line {
                 key: key.to_owned(),

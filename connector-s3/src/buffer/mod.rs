@@ -20,6 +20,31 @@ pub use disk::{DiskBuffer, Recovery};
 pub use memory::MemoryBuffer;
 pub use segment::EntryMeta;
 
+/// Classifies arbitrary bytes as a segment file's recovery would: returns
+/// (valid entries, corrupt regions, torn tail) and checks that every byte
+/// is accounted for exactly once. For the fuzz targets.
+#[doc(hidden)]
+pub fn scan_segment_bytes(data: &[u8]) -> (usize, usize, bool) {
+    let scan = segment::scan(data);
+    let covered: usize = scan.corrupt.iter().map(|(_, b)| b.len()).sum::<usize>()
+        + scan
+            .entries
+            .iter()
+            .map(|e| 12 + e.len as usize)
+            .sum::<usize>()
+        + scan.torn_at.map_or(0, |t| data.len() - t as usize);
+    assert_eq!(
+        covered,
+        data.len(),
+        "every byte is an entry, corrupt, or torn"
+    );
+    (
+        scan.entries.len(),
+        scan.corrupt.len(),
+        scan.torn_at.is_some(),
+    )
+}
+
 /// Buffer errors.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
