@@ -395,3 +395,75 @@ async fn a_corrupted_segment_is_quarantined_and_the_connector_goes_on() {
     assert!(counted.is_some_and(|n| n >= 1), "the stats count it: {log}");
     assert_exactly_once(&archived, &sent);
 }
+
+/// `--help` documents every key; `check-config` accepts a good file and
+/// refuses a bad one with a clear message and a non-zero exit.
+#[test]
+fn help_and_check_config() {
+    let bin = env!("CARGO_BIN_EXE_connector-s3");
+    let help = Command::new(bin).arg("--help").output().expect("runs");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for key in [
+        "application_name",
+        "streams",
+        "bucket",
+        "key_template",
+        "compression",
+        "max_object_bytes",
+        "max_object_age_secs",
+        "buffer_dir",
+        "fsync",
+        "worker_id",
+        "initial_position",
+        "sse",
+        "CONNECTOR_S3_<KEY>",
+    ] {
+        assert!(help.contains(key), "--help lacks {key}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("connector.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "application_name = \"app\"\nstreams = [\"orders\"]\nbucket = \"b\"\nbuffer_dir = \"{}\"\n{extra}",
+                dir.path().join("buffer").display()
+            ),
+        )
+        .expect("write");
+    };
+    let check = |env: &[(&str, &str)]| {
+        Command::new(bin)
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs")
+    };
+    write("compression = \"zstd:9\"\n");
+    let ok = check(&[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration OK"));
+    // The environment wins over the file.
+    let bad = check(&[("CONNECTOR_S3_COMPRESSION", "lz4")]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("compression \"lz4\""));
+    write("key_template = \"{stream}/../{shard}\"\n");
+    let bad = check(&[]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("escape"));
+    write("bukcet = \"typo\"\n");
+    let bad = check(&[]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("bukcet"),
+        "unknown keys are named"
+    );
+}
