@@ -34,9 +34,18 @@ impl Default for LocalAwsOptions {
 }
 
 /// Kinesis (ferrokinesis), S3 (s3s-fs, in a temporary directory) and DynamoDB
-/// (dynoxide, in memory), each served on its own ephemeral loopback port by
-/// tasks of the current tokio runtime. Dropping it (or
-/// [`shutdown`](Self::shutdown)) stops the servers and deletes the S3 files.
+/// (dynoxide, in memory), each served on its own ephemeral loopback port.
+/// Dropping it (or [`shutdown`](Self::shutdown)) stops the servers and deletes
+/// the S3 files.
+///
+/// The servers run on a runtime of their own with many worker threads, not
+/// on the caller's: ferrokinesis 0.7.0 holds a DashMap guard across an
+/// `.await` in GetRecords, so PutRecords calls block worker threads on that
+/// map until the GetRecords task is polled again — with as many concurrent
+/// PutRecords as worker threads, nothing is left to poll it and the
+/// emulator deadlocks (seen with a 4-thread test runtime). More threads than
+/// concurrent requests keep one free; a runtime of their own also keeps
+/// blocking test code from starving the servers.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), integration_tests::Error> {
@@ -47,6 +56,7 @@ impl Default for LocalAwsOptions {
 /// # Ok(()) }
 /// ```
 pub struct LocalAws {
+    runtime: Option<tokio::runtime::Runtime>,
     endpoints: Endpoints,
     sdk_config: SdkConfig,
     kinesis_store: ferrokinesis::store::Store,
@@ -71,6 +81,37 @@ impl LocalAws {
 
     /// Starts the three back ends.
     pub async fn start_with(options: LocalAwsOptions) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SERVER_THREADS)
+            .thread_name("local-aws")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                what: "starting the back ends' runtime",
+                source,
+            })?;
+        let started = runtime.spawn(Self::start_servers(options)).await;
+        match started {
+            Ok(Ok(mut local)) => {
+                local.runtime = Some(runtime);
+                Ok(local)
+            }
+            Ok(Err(error)) => {
+                runtime.shutdown_background();
+                Err(error)
+            }
+            Err(join) => {
+                runtime.shutdown_background();
+                Err(Error::Io {
+                    what: "starting the back ends",
+                    source: std::io::Error::other(join.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Binds and serves the three back ends on the current runtime.
+    async fn start_servers(options: LocalAwsOptions) -> Result<Self, Error> {
         let (shutdown, signal) = watch::channel(false);
         let mut servers = Vec::new();
 
@@ -98,6 +139,7 @@ impl LocalAws {
         let sdk_config = endpoints.sdk_config();
         tracing::debug!(?endpoints, "embedded AWS back ends started");
         Ok(Self {
+            runtime: None,
             endpoints,
             sdk_config,
             kinesis_store,
@@ -151,11 +193,19 @@ impl LocalAws {
     }
 }
 
+/// Worker threads of the back ends' runtime: more than the requests a test
+/// or example ever has in flight (see [`LocalAws`]).
+const SERVER_THREADS: usize = 64;
+
 impl Drop for LocalAws {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         for server in &self.servers {
             server.abort();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks; this may run inside an async test.
+            runtime.shutdown_background();
         }
     }
 }
