@@ -168,11 +168,25 @@ impl Writer {
         .await;
         let (meta, body) = match encoded {
             Ok(Ok(encoded)) => encoded,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "compressing a journal batch failed; entries dropped");
+            failed => {
+                // Compressing bytes in memory does not fail in practice; if
+                // it does, retrying cannot help: say so to everyone waiting.
+                let message = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "the compression task panicked".to_owned(),
+                };
+                tracing::error!(%message, entries = count, "a journal batch could not be compressed; its entries are not written");
+                for put in puts {
+                    if let Some(done) = put.durable {
+                        let _ =
+                            done.send(Err(JournalError::Buffer(crate::buffer::BufferError::Io {
+                                path: self.config.directory.clone(),
+                                source: std::io::Error::other(message.clone()),
+                            })));
+                    }
+                }
                 return;
             }
-            Err(_) => return,
         };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.budget_kib);
         if let Ok(permit) = self.budget.clone().acquire_many_owned(kib).await {
@@ -301,13 +315,18 @@ pub(super) async fn clean_up_uploads(config: &JournalConfig) {
     }
 }
 
-/// Aborts any multipart upload under the prefix older than `expiration`.
+/// Aborts other ids' multipart uploads under the prefix older than
+/// `expiration` (never this journal's own: one may be in flight).
 pub(super) async fn expire_uploads(config: &JournalConfig, expiration: Duration) {
     let cutoff = SystemTime::now() - expiration;
+    let template = &config.template;
     let result = config
         .emitter
         .abort_uploads(&listing_prefix(config), |upload| {
-            upload.initiated.is_some_and(|at| at < cutoff)
+            let ours = template
+                .parse_key(&upload.key)
+                .is_some_and(|parsed| parsed.id.as_deref() == Some(config.id.as_str()));
+            !ours && upload.initiated.is_some_and(|at| at < cutoff)
         })
         .await;
     if let Err(error) = result {

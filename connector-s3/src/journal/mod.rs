@@ -152,6 +152,8 @@ impl Journal {
             // Hourly, as s3-journal; ends with the journal.
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+                // The first tick is immediate, and `clean_up_uploads` just ran.
+                tick.tick().await;
                 loop {
                     tick.tick().await;
                     lane::expire_uploads(&config, expiration).await;
