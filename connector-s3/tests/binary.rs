@@ -158,15 +158,22 @@ impl Setup {
         {
             if entry.path().extension().is_some_and(|e| e == "log") {
                 let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: String = log
+                // Every line but the periodic stats, then the last stats line:
+                // the events (lease moves, adoptions, refused checkpoints)
+                // are what explains a stall.
+                let mut lines: Vec<&str> = log
                     .lines()
-                    .rev()
-                    .take(60)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                    .filter(|line| !line.contains("connector_s3::stats"))
+                    .collect();
+                if lines.len() > 400 {
+                    lines.drain(..lines.len() - 400);
+                }
+                lines.extend(
+                    log.lines()
+                        .rev()
+                        .find(|l| l.contains("connector_s3::stats")),
+                );
+                let tail = lines.join("\n");
                 all.push_str(&format!("--- {}\n{tail}\n", entry.path().display()));
             }
         }

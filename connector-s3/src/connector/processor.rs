@@ -140,7 +140,13 @@ impl ShardArchiver {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
                 Err(error) => {
-                    tracing::warn!(shard = %self.shard, %error, "checkpoint refused; stopping this shard");
+                    tracing::error!(
+                        shard = %self.shard,
+                        %error,
+                        at = %at,
+                        prepared = prepare_state.is_some(),
+                        "checkpoint refused; dropping this shard's buffer and stopping its processor"
+                    );
                     return self.stop().await;
                 }
             }
