@@ -112,6 +112,27 @@ async fn produce(
     out
 }
 
+/// A new stream of `shards` shards holding `count` records produced with
+/// kpl; returns its name and the records as [`produce`] does.
+async fn stream_with_records(
+    aws: &LocalAws,
+    prefix: &str,
+    shards: i32,
+    count: usize,
+) -> (String, Vec<(String, String, u64, String)>) {
+    let stream = unique_name(prefix);
+    resources::create_stream(&aws.kinesis_client(), &stream, shards)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let records = produce(&producer, &stream, 0, count).await;
+    producer.shutdown().await.expect("producer shutdown");
+    (stream, records)
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
@@ -428,16 +449,7 @@ impl RecordProcessor for StopsMidAggregate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint() {
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("restart");
-    resources::create_stream(&aws.kinesis_client(), &stream, 2)
-        .await
-        .expect("stream");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .build()
-        .expect("producer");
-    let expected = produce(&producer, &stream, 0, 2_000).await;
-    producer.shutdown().await.expect("producer shutdown");
+    let (stream, expected) = stream_with_records(&aws, "restart", 2, 2_000).await;
     let app = unique_name("app");
 
     let at: Arc<Mutex<Vec<(String, kcl::checkpoint::ExtendedSequenceNumber)>>> = Arc::default();
@@ -516,16 +528,7 @@ async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint(
 async fn a_lease_table_written_by_a_java_kcl_application_is_consumed_from_its_checkpoints() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("java");
-    resources::create_stream(&aws.kinesis_client(), &stream, 2)
-        .await
-        .expect("stream");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .build()
-        .expect("producer");
-    let expected = produce(&producer, &stream, 0, 1_000).await;
-    producer.shutdown().await.expect("producer shutdown");
+    let (stream, expected) = stream_with_records(&aws, "java", 2, 1_000).await;
 
     // The Java application had processed each shard up to its 100th record
     // and left the leases to a worker that has since died.
@@ -597,16 +600,7 @@ async fn a_lease_table_written_by_a_java_kcl_application_is_consumed_from_its_ch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enhanced_fan_out_reads_the_same_records_as_polling() {
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("efo");
-    resources::create_stream(&aws.kinesis_client(), &stream, 2)
-        .await
-        .expect("stream");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .build()
-        .expect("producer");
-    let expected = produce(&producer, &stream, 0, 2_000).await;
-    producer.shutdown().await.expect("producer shutdown");
+    let (stream, expected) = stream_with_records(&aws, "efo", 2, 2_000).await;
 
     let mut results = Vec::new();
     for fan_out in [false, true] {
@@ -708,4 +702,221 @@ async fn one_application_consumes_several_streams_with_multi_stream_lease_keys()
         assert_eq!(lease.shard(), parts[3]);
         assert_eq!(lease.stream(), Some(parts[1]));
     }
+}
+
+/// What one incarnation of a [`GivesUp`] processor saw.
+#[derive(Debug, Default, Clone)]
+struct Incarnation {
+    shard: String,
+    started_at: Option<kcl::checkpoint::ExtendedSequenceNumber>,
+    records: Vec<kcl::checkpoint::ExtendedSequenceNumber>,
+    calls_after_end: usize,
+    lease_lost_called: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    /// Checkpoint half of the first batch, then `release_lease`.
+    Release,
+    /// Another worker takes the lease, then checkpoint.
+    LoseLease,
+}
+
+/// The first processor of each shard gives up after its first batch; later
+/// ones process normally.
+struct GivesUp {
+    mode: GiveUp,
+    table: LeaseTable,
+    lease_key: String,
+    log: Arc<Mutex<Vec<Incarnation>>>,
+    index: usize,
+    ended: bool,
+}
+
+impl GivesUp {
+    fn new(
+        mode: GiveUp,
+        table: LeaseTable,
+        lease_key: &str,
+        log: &Arc<Mutex<Vec<Incarnation>>>,
+    ) -> Self {
+        let mut entries = log.lock().expect("lock");
+        entries.push(Incarnation {
+            shard: lease_key.to_owned(),
+            ..Default::default()
+        });
+        Self {
+            mode,
+            table,
+            lease_key: lease_key.to_owned(),
+            log: log.clone(),
+            index: entries.len() - 1,
+            ended: false,
+        }
+    }
+
+    fn first_of_its_shard(&self) -> bool {
+        let log = self.log.lock().expect("lock");
+        !log[..self.index].iter().any(|i| i.shard == self.lease_key)
+    }
+}
+
+impl RecordProcessor for GivesUp {
+    async fn initialize(&mut self, input: InitializationInput) {
+        self.log.lock().expect("lock")[self.index].started_at =
+            Some(input.extended_sequence_number);
+    }
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if self.ended {
+            self.log.lock().expect("lock")[self.index].calls_after_end += 1;
+            return;
+        }
+        if input.records.is_empty() {
+            return;
+        }
+        if !self.first_of_its_shard() {
+            self.log.lock().expect("lock")[self.index]
+                .records
+                .extend(input.records.iter().map(|r| r.extended_sequence_number()));
+            checkpointer.checkpoint().await.expect("checkpoint");
+            return;
+        }
+        self.ended = true;
+        let half = &input.records[..input.records.len().div_ceil(2)];
+        let last = half.last().expect("a record");
+        match self.mode {
+            GiveUp::Release => {
+                checkpointer.checkpoint_at(last).await.expect("checkpoint");
+                self.log.lock().expect("lock")[self.index]
+                    .records
+                    .extend(half.iter().map(|r| r.extended_sequence_number()));
+                checkpointer.release_lease();
+                assert!(checkpointer.is_ended());
+                assert!(matches!(
+                    checkpointer.checkpoint().await,
+                    Err(CheckpointError::LeaseLost(_))
+                ));
+            }
+            GiveUp::LoseLease => {
+                // A thief takes the lease; it then dies, so the lease
+                // expires and comes back.
+                let mut lease = self
+                    .table
+                    .get_lease(&self.lease_key)
+                    .await
+                    .expect("get")
+                    .expect("lease");
+                assert!(self.table.take(&mut lease, "thief").await.expect("take"));
+                assert!(matches!(
+                    checkpointer.checkpoint_at(last).await,
+                    Err(CheckpointError::LeaseLost(_))
+                ));
+                assert!(checkpointer.is_ended());
+            }
+        }
+    }
+    async fn lease_lost(&mut self) {
+        self.log.lock().expect("lock")[self.index].lease_lost_called = true;
+    }
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint_shard_end().await;
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// A processor that gives its lease back (or finds it taken when it
+/// checkpoints) is called no more; a new processor resumes at the
+/// checkpoint, and every record after it is processed.
+async fn a_processor_that_gives_up_is_replaced(mode: GiveUp) {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, expected) = stream_with_records(&aws, "giveup", 2, 2_000).await;
+    let app = unique_name("app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let log: Arc<Mutex<Vec<Incarnation>>> = Arc::default();
+    let scheduler = {
+        let (log, table) = (log.clone(), table.clone());
+        Scheduler::new(
+            aws.sdk_config(),
+            config(&app, &stream, "worker-1"),
+            move |lease_key: &str| GivesUp::new(mode, table.clone(), lease_key, &log),
+        )
+    };
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(scheduler.run());
+    // The replacements see every record after the first processors' checkpoints.
+    let last_of = |shard: &str| {
+        let e = expected.iter().rfind(|e| e.0 == shard).expect("records");
+        kcl::checkpoint::ExtendedSequenceNumber::new(e.1.clone(), e.2)
+    };
+    wait_until(
+        "every shard read to its end by a replacement",
+        Duration::from_secs(60),
+        || {
+            let log = log.lock().expect("lock");
+            ["shardId-000000000000", "shardId-000000000001"]
+                .iter()
+                .all(|shard| {
+                    log.iter()
+                        .filter(|i| i.shard == *shard)
+                        .skip(1)
+                        .any(|i| i.records.last() == Some(&last_of(shard)))
+                })
+        },
+    )
+    .await;
+    handle.graceful().await;
+    task.await.expect("task").expect("scheduler");
+
+    let log = log.lock().expect("lock").clone();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let incarnations: Vec<&Incarnation> = log.iter().filter(|i| i.shard == shard).collect();
+        let (first, second) = (incarnations[0], incarnations[1]);
+        assert_eq!(first.calls_after_end, 0, "{shard}: no call after giving up");
+        assert_eq!(
+            first.lease_lost_called,
+            mode == GiveUp::LoseLease,
+            "{shard}"
+        );
+        let resumed_at = second.started_at.clone().expect("initialized");
+        match mode {
+            GiveUp::Release => {
+                assert_eq!(
+                    Some(&resumed_at),
+                    first.records.last(),
+                    "{shard}: at the checkpoint"
+                );
+            }
+            GiveUp::LoseLease => {
+                assert_eq!(
+                    resumed_at,
+                    kcl::checkpoint::ExtendedSequenceNumber::TRIM_HORIZON,
+                    "{shard}: the refused checkpoint did not move"
+                );
+            }
+        }
+        // Everything after the checkpoint, once, in order.
+        let rest: Vec<_> = expected
+            .iter()
+            .filter(|e| e.0 == shard)
+            .map(|e| kcl::checkpoint::ExtendedSequenceNumber::new(e.1.clone(), e.2))
+            .filter(|p| resumed_at.sequence_number().is_none() || *p > resumed_at)
+            .collect();
+        assert_eq!(second.records, rest, "{shard}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_that_releases_its_lease_is_replaced_at_its_checkpoint() {
+    a_processor_that_gives_up_is_replaced(GiveUp::Release).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_finds_the_lease_taken_ends_the_processor() {
+    a_processor_that_gives_up_is_replaced(GiveUp::LoseLease).await;
 }

@@ -102,6 +102,10 @@ pub enum CheckpointError {
 }
 
 /// Records a shard's progress in its lease.
+///
+/// A checkpoint refused because another worker owns the lease now ends the
+/// shard's processing after the current call (`lease_lost` is called), and a
+/// processor that cannot go on can [hand its lease back](Self::release_lease).
 #[derive(Debug)]
 pub struct Checkpointer {
     table: LeaseTable,
@@ -109,6 +113,16 @@ pub struct Checkpointer {
     worker_id: String,
     largest_delivered: ExtendedSequenceNumber,
     shard_ended: bool,
+    end: Option<End>,
+}
+
+/// Why a shard's processing ends before its shard does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// A write found another owner.
+    LeaseLost,
+    /// The processor asked to give the lease back.
+    Released,
 }
 
 impl Checkpointer {
@@ -124,7 +138,52 @@ impl Checkpointer {
             worker_id,
             largest_delivered: start,
             shard_ended: false,
+            end: None,
         }
+    }
+
+    /// Stops processing this shard and gives its lease back, its checkpoint
+    /// unchanged: once the current call returns, no further method of the
+    /// processor is called, the lease is released, and this or another
+    /// worker takes it again with a new processor that resumes at the
+    /// checkpoint. For a processor that cannot go on (its state is lost or
+    /// inconsistent) but must not leave its shard stalled while the lease
+    /// is still renewed.
+    ///
+    /// ```
+    /// use kcl::processor::*;
+    /// struct Strict;
+    /// impl RecordProcessor for Strict {
+    ///     async fn initialize(&mut self, _: InitializationInput) {}
+    ///     async fn process_records(&mut self, _: ProcessRecordsInput, checkpointer: &mut Checkpointer) {
+    ///         if let Err(CheckpointError::OutOfRange { .. }) = checkpointer.checkpoint().await {
+    ///             // Start this shard over from its checkpoint.
+    ///             checkpointer.release_lease();
+    ///         }
+    ///     }
+    ///     async fn lease_lost(&mut self) {}
+    ///     async fn shard_ended(&mut self, c: &mut Checkpointer) { let _ = c.checkpoint_shard_end().await; }
+    ///     async fn shutdown_requested(&mut self, _: &mut Checkpointer) {}
+    /// }
+    /// ```
+    pub fn release_lease(&mut self) {
+        self.end.get_or_insert(End::Released);
+    }
+
+    /// Whether this processor's lease is known to be lost (a checkpoint
+    /// found another owner) or was released: checkpoints are then refused.
+    pub fn is_ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    pub(crate) fn end(&self) -> Option<End> {
+        self.end
+    }
+
+    /// The answer to a conditional write: refused means another owner.
+    fn lost(&mut self, lease_key: &str) -> CheckpointError {
+        self.end.get_or_insert(End::LeaseLost);
+        CheckpointError::LeaseLost(lease_key.to_owned())
     }
 
     pub(crate) fn delivered(&mut self, position: ExtendedSequenceNumber) {
@@ -177,7 +236,9 @@ impl Checkpointer {
         if ok {
             Ok(())
         } else {
-            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+            let key = lease.lease_key.clone();
+            drop(lease);
+            Err(self.lost(&key))
         }
     }
 
@@ -186,6 +247,7 @@ impl Checkpointer {
         if !self.shard_ended {
             return Err(CheckpointError::ShardNotEnded);
         }
+        self.ensure_held().await?;
         let mut lease = self.lease.lock().await;
         let ok = self
             .table
@@ -199,11 +261,24 @@ impl Checkpointer {
         if ok {
             Ok(())
         } else {
-            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+            let key = lease.lease_key.clone();
+            drop(lease);
+            Err(self.lost(&key))
+        }
+    }
+
+    /// Refuses every write once the lease is lost or released.
+    async fn ensure_held(&self) -> Result<(), CheckpointError> {
+        match self.end {
+            Some(_) => Err(CheckpointError::LeaseLost(
+                self.lease.lock().await.lease_key.clone(),
+            )),
+            None => Ok(()),
         }
     }
 
     async fn check_range(&self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
+        self.ensure_held().await?;
         let last_checkpoint = self.lease.lock().await.checkpoint.clone();
         let below = position.sequence_number().is_some()
             && last_checkpoint.sequence_number().is_some()
@@ -232,7 +307,9 @@ impl Checkpointer {
         if ok {
             Ok(())
         } else {
-            Err(CheckpointError::LeaseLost(lease.lease_key.clone()))
+            let key = lease.lease_key.clone();
+            drop(lease);
+            Err(self.lost(&key))
         }
     }
 }

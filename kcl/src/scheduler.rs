@@ -11,7 +11,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
 use crate::metrics as m;
-use crate::processor::{Checkpointer, InitializationInput, ProcessRecordsInput, RecordProcessor};
+use crate::processor::{
+    Checkpointer, End, InitializationInput, ProcessRecordsInput, RecordProcessor,
+};
 use crate::retrieval::{
     FanOutReader, Prefetcher, ShardReader, Source, StartingPosition, register_consumer,
 };
@@ -301,7 +303,8 @@ where
                 .is_some_and(AbortHandle::is_finished);
             let mut lease = held_lease.lease.lock().await;
             if finished {
-                // The processor ended (shard end or lease lost): release it.
+                // The processor ended (shard end, lease lost, or it gave the
+                // lease back): release it, to be taken again if unfinished.
                 let _ = self.table.evict(&mut lease, worker).await;
                 gone.push(key.clone());
             } else if !self.table.renew(&mut lease, worker).await? {
@@ -634,6 +637,22 @@ async fn shard_worker<P: RecordProcessor>(
                 millis_behind_latest: batch.millis_behind_latest,
             };
             processor.process_records(input, &mut checkpointer).await;
+        }
+        // A checkpoint that found another owner, or a processor that gave
+        // its lease back, ends this shard here; the scheduler then releases
+        // the lease (if still ours) for a new processor to resume at the
+        // checkpoint.
+        match checkpointer.end() {
+            Some(End::LeaseLost) => {
+                tracing::info!(shard = %shard_id, "a checkpoint found the lease taken");
+                processor.lease_lost().await;
+                return;
+            }
+            Some(End::Released) => {
+                tracing::info!(shard = %shard_id, "the processor released its lease");
+                return;
+            }
+            None => {}
         }
         if batch.shard_end.is_some() {
             checkpointer.set_shard_ended();

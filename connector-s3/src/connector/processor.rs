@@ -508,6 +508,14 @@ impl RecordProcessor for ShardArchiver {
         if !self.stopped {
             let _ = self.process(input, checkpointer).await;
         }
+        if self.stopped {
+            // This processor has dropped its buffer and cannot go on: give
+            // the lease back rather than hold a shard nobody reads. The next
+            // processor resumes at the checkpoint, which never passed a
+            // record that is not in S3.
+            checkpointer.release_lease();
+            self.shared.stats.set_lag(&self.lease_key, None);
+        }
     }
 
     async fn lease_lost(&mut self) {
