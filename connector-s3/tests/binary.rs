@@ -59,14 +59,9 @@ struct Setup {
 
 async fn setup(shards: i32) -> Setup {
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("bin");
-    let bucket = unique_name("bucket");
-    resources::create_stream(&aws.kinesis_client(), &stream, shards)
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), shards)
         .await
-        .expect("stream");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
+        .expect("stream and bucket");
     Setup {
         aws,
         stream,

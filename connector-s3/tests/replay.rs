@@ -42,14 +42,9 @@ struct Archive {
 
 async fn build_archive() -> Archive {
     let aws = LocalAws::start().await.expect("local AWS");
-    let source = unique_name("source");
-    let bucket = unique_name("archive");
-    resources::create_stream(&aws.kinesis_client(), &source, 2)
+    let (source, bucket) = resources::stream_and_bucket(aws.sdk_config(), 2)
         .await
-        .expect("stream");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
+        .expect("stream and bucket");
     let producer = Producer::builder()
         .sdk_config(aws.sdk_config())
         .streams([source.clone()])

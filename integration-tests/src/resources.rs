@@ -95,6 +95,18 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<()
     Ok(())
 }
 
+/// A new stream of `shards` shards and a new bucket, both with unique names,
+/// on the back ends `sdk_config` points at: the set-up of every archive test.
+pub async fn stream_and_bucket(
+    sdk_config: &aws_config::SdkConfig,
+    shards: i32,
+) -> Result<(String, String), Error> {
+    let (stream, bucket) = (unique_name("stream"), unique_name("bucket"));
+    create_stream(&aws_sdk_kinesis::Client::new(sdk_config), &stream, shards).await?;
+    create_bucket(&crate::embedded::s3_client(sdk_config), &bucket).await?;
+    Ok((stream, bucket))
+}
+
 /// Every object key under `prefix`, in S3's (lexicographic) order.
 pub async fn list_keys(
     client: &aws_sdk_s3::Client,

@@ -108,14 +108,9 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archives_200k_records_exactly_once() {
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("archive");
-    let bucket = unique_name("bucket");
-    resources::create_stream(&aws.kinesis_client(), &stream, 4)
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 4)
         .await
-        .expect("stream");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
+        .expect("stream and bucket");
     let producer = Producer::builder()
         .sdk_config(aws.sdk_config())
         .streams([stream.clone()])
@@ -182,14 +177,9 @@ async fn archives_200k_records_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn objects_open_with_zcat_and_zstd() {
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("tools");
-    let bucket = unique_name("bucket");
-    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 1)
         .await
-        .expect("stream");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
+        .expect("stream and bucket");
     let producer = Producer::builder()
         .sdk_config(aws.sdk_config())
         .streams([stream.clone()])
@@ -276,14 +266,9 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
     use kcl::lease::{Lease, LeaseTable};
 
     let aws = LocalAws::start().await.expect("local AWS");
-    let stream = unique_name("prepared");
-    let bucket = unique_name("bucket");
-    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 1)
         .await
-        .expect("stream");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
+        .expect("stream and bucket");
     let producer = Producer::builder()
         .sdk_config(aws.sdk_config())
         .streams([stream.clone()])

@@ -2,7 +2,7 @@
 
 /// Counter: user records handed to processors.
 pub const RECORDS_PROCESSED: &str = "kcl_records_processed_total";
-/// Counter: checkpoints written.
+/// Counter: checkpoints written (prepared and SHARD_END ones included).
 pub const CHECKPOINTS: &str = "kcl_checkpoints_total";
 /// Counter: leases taken (free, expired or stolen).
 pub const LEASES_TAKEN: &str = "kcl_leases_taken_total";

@@ -234,6 +234,7 @@ impl Checkpointer {
             )
             .await?;
         if ok {
+            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             Ok(())
         } else {
             let key = lease.lease_key.clone();
@@ -259,6 +260,7 @@ impl Checkpointer {
             )
             .await?;
         if ok {
+            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             Ok(())
         } else {
             let key = lease.lease_key.clone();
@@ -305,6 +307,7 @@ impl Checkpointer {
             .checkpoint(&mut lease, &self.worker_id, position, None)
             .await?;
         if ok {
+            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             Ok(())
         } else {
             let key = lease.lease_key.clone();

@@ -168,6 +168,7 @@ impl ShardArchiver {
                 .stats
                 .buffered_bytes
                 .fetch_sub(u64::from(self.permits) * 1024, Relaxed);
+            metrics::gauge!(m::BUFFERED_BYTES).decrement(f64::from(self.permits) * 1024.0);
             self.permits = 0;
         }
     }
