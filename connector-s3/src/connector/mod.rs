@@ -35,6 +35,9 @@ pub(crate) struct Shared {
     pub emitter: Arc<dyn Emitter>,
     /// For cleaning up multipart uploads (when the emitter is S3).
     pub s3: Option<S3Emitter>,
+    /// Set once S3 answered that it cannot list multipart uploads: every
+    /// shard start would otherwise ask again.
+    pub no_upload_listing: std::sync::atomic::AtomicBool,
     pub template: KeyTemplate,
     pub transformer: Arc<dyn Transformer>,
     pub filter: Arc<dyn Filter>,
@@ -369,6 +372,7 @@ impl S3ConnectorBuilder {
         let shared = Arc::new(Shared {
             emitter,
             s3,
+            no_upload_listing: Default::default(),
             template,
             transformer: self.transformer,
             filter: self.filter,

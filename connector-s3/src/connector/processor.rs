@@ -454,6 +454,9 @@ impl ShardArchiver {
     /// owner (this worker holds the lease, so none is live).
     async fn abort_leftover_uploads(&self) {
         let Some(s3) = &self.shared.s3 else { return };
+        if self.shared.no_upload_listing.load(Relaxed) {
+            return;
+        }
         let template = &self.shared.template;
         let prefix = match template.prefix() {
             "" => String::new(),
@@ -467,8 +470,18 @@ impl ShardArchiver {
                 })
             })
             .await;
-        if let Err(error) = result {
-            tracing::debug!(%error, "could not list open multipart uploads");
+        match result {
+            Ok(_) => {}
+            Err(crate::emit::EmitError::Unsupported { .. }) => {
+                if !self.shared.no_upload_listing.swap(true, Relaxed) {
+                    tracing::info!(
+                        "S3 cannot list multipart uploads: leftover uploads of dead owners are not aborted (an S3 lifecycle rule can)"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not list open multipart uploads; leftovers stay until the shard's next start");
+            }
         }
     }
 }

@@ -25,6 +25,13 @@ pub enum EmitError {
         /// The error and its causes.
         message: String,
     },
+    /// The destination does not implement this operation (HTTP 501; some
+    /// S3-compatible stores have no ListMultipartUploads).
+    #[error("{operation} is not implemented by the destination")]
+    Unsupported {
+        /// What was attempted.
+        operation: &'static str,
+    },
 }
 
 /// Writes sealed objects to their destination, under a key the pipeline

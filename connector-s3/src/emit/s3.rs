@@ -326,7 +326,15 @@ impl S3Emitter {
                 .set_upload_id_marker(id_marker.clone())
                 .send()
                 .await
-                .map_err(|e| failed("ListMultipartUploads", prefix, &e))?;
+                .map_err(|e| {
+                    if e.raw_response().map(|r| r.status().as_u16()) == Some(501) {
+                        EmitError::Unsupported {
+                            operation: "ListMultipartUploads",
+                        }
+                    } else {
+                        failed("ListMultipartUploads", prefix, &e)
+                    }
+                })?;
             for upload in page.uploads() {
                 if let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) {
                     uploads.push(OpenUpload {
