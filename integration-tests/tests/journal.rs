@@ -37,6 +37,16 @@ async fn entries(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Str
         .collect()
 }
 
+/// The embedded back ends, a new bucket, and a directory for the journal.
+async fn local_bucket() -> (LocalAws, String, tempfile::TempDir) {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let bucket = unique_name("journal");
+    resources::create_bucket(&aws.s3_client(), &bucket)
+        .await
+        .expect("bucket");
+    (aws, bucket, tempfile::tempdir().expect("tempdir"))
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -44,12 +54,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entries_round_trip_through_lanes() {
-    let aws = LocalAws::start().await.expect("local AWS");
-    let bucket = unique_name("journal");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (aws, bucket, dir) = local_bucket().await;
     let config = JournalConfig::builder()
         .sdk_config(aws.sdk_config())
         .bucket(&bucket)
@@ -99,12 +104,7 @@ async fn entries_round_trip_through_lanes() {
 /// open uploads the rest under the same keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_journal_resumes_exactly_once() {
-    let aws = LocalAws::start().await.expect("local AWS");
-    let bucket = unique_name("journal");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (aws, bucket, dir) = local_bucket().await;
     let config = || {
         JournalConfig::builder()
             .sdk_config(aws.sdk_config())
@@ -146,16 +146,80 @@ async fn a_crashed_journal_resumes_exactly_once() {
     aws.shutdown().await;
 }
 
+/// With S3 unreachable, `close` would retry forever; `close_within` stops
+/// in bounded time with every accepted entry on disk (even ones still queued
+/// behind a full buffer budget), and the next open uploads them all, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_within_stops_while_s3_is_down_and_the_next_open_uploads_everything() {
+    let (aws, bucket, dir) = local_bucket().await;
+    // An S3 endpoint that refuses connections.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let down = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let unreachable = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws.sdk_config())
+            .endpoint_url(down)
+            .force_path_style(true)
+            .build(),
+    );
+    let config = |client: aws_sdk_s3::Client| {
+        JournalConfig::builder()
+            .s3_client(client)
+            .bucket(&bucket)
+            .prefix("down")
+            .directory(dir.path())
+            .id("host-1")
+            .shards(2)
+            .max_batch_size(50)
+            .max_object_bytes(64 << 10)
+            // 1 MiB a lane, which S3 being down exhausts after two batches
+            // of 50 entries of 10 kB: the third waits in the writer, and the
+            // rest in the queue.
+            .max_buffered_bytes(2 << 20)
+            .compression(Compression::None)
+            .build()
+            .expect("config")
+    };
+    let journal = Journal::open(config(unreachable)).await.expect("open");
+    let sent: Vec<String> = (0..320)
+        .map(|i| format!("entry {i} {}", "z".repeat(10_000)))
+        .collect();
+    for entry in &sent {
+        journal.put(entry.clone()).await.expect("put");
+    }
+    let started = Instant::now();
+    let error = journal
+        .close_within(Duration::from_secs(2))
+        .await
+        .expect_err("S3 is down");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded");
+    let connector_s3::journal::JournalError::CloseTimedOut { stats, .. } = error else {
+        panic!("{error}");
+    };
+    assert_eq!(
+        stats.durable, 320,
+        "every accepted entry on disk: {stats:?}"
+    );
+    assert_eq!(stats.uploaded, 0, "{stats:?}");
+    assert!(stats.retries > 0, "{stats:?}");
+
+    let journal = Journal::open(config(aws.s3_client()))
+        .await
+        .expect("reopen");
+    let stats = journal.close().await.expect("close");
+    assert_eq!(stats.uploaded, 320, "{stats:?}");
+    assert_eq!(
+        sorted(entries(&aws.s3_client(), &bucket, "down").await),
+        sorted(sent)
+    );
+    aws.shutdown().await;
+}
+
 /// A torn tail and a corrupt entry in the log: the torn write is truncated,
 /// the corrupt entry quarantined and counted, everything else uploaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_damaged_log_is_recovered() {
-    let aws = LocalAws::start().await.expect("local AWS");
-    let bucket = unique_name("journal");
-    resources::create_bucket(&aws.s3_client(), &bucket)
-        .await
-        .expect("bucket");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (aws, bucket, dir) = local_bucket().await;
     let config = || {
         JournalConfig::builder()
             .sdk_config(aws.sdk_config())

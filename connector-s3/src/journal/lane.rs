@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Counters, JournalConfig, JournalError, Put};
@@ -22,7 +22,8 @@ pub(super) async fn start(
     config: &Arc<JournalConfig>,
     lane: u32,
     counters: &Arc<Counters>,
-    tasks: &mut JoinSet<Result<(), JournalError>>,
+    closing: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
 ) -> Result<mpsc::Sender<Put>, JournalError> {
     let dir = config.directory.join(format!("lane-{lane}"));
     let fsync = config.fsync;
@@ -55,9 +56,10 @@ pub(super) async fn start(
         object_permits: 0,
         counters: counters.clone(),
         uploads: upload_tx,
+        closing: closing.clone(),
     };
-    tasks.spawn(writer.run(rx));
-    tasks.spawn(upload(
+    tasks.writers.spawn(writer.run(rx));
+    tasks.uploaders.spawn(upload(
         config.clone(),
         lane,
         upload_rx,
@@ -65,6 +67,14 @@ pub(super) async fn start(
         counters.clone(),
     ));
     Ok(tx)
+}
+
+/// A journal's lane tasks. Writers end once their queue is on disk;
+/// uploaders once their writer has ended and its objects are uploaded.
+#[derive(Default)]
+pub(super) struct Tasks {
+    pub writers: JoinSet<Result<(), JournalError>>,
+    pub uploaders: JoinSet<Result<(), JournalError>>,
 }
 
 struct Writer {
@@ -76,6 +86,10 @@ struct Writer {
     object_permits: u32,
     counters: Arc<Counters>,
     uploads: mpsc::UnboundedSender<Sealed>,
+    /// Set when the journal closes: from then on the queue is written out
+    /// without waiting for budget, which only uploads give back (and S3
+    /// may be down); the queue is bounded, so the overshoot is too.
+    closing: watch::Receiver<bool>,
 }
 
 impl Writer {
@@ -189,10 +203,15 @@ impl Writer {
             }
         };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.budget_kib);
-        if let Ok(permit) = self.budget.clone().acquire_many_owned(kib).await {
+        let budget = self.budget.clone();
+        let acquired = tokio::select! {
+            permit = budget.clone().acquire_many_owned(kib) => permit.ok(),
+            _ = self.closing.wait_for(|closing| *closing) => budget.try_acquire_many_owned(kib).ok(),
+        };
+        if let Some(permit) = acquired {
             permit.forget();
+            self.object_permits += kib;
         }
-        self.object_permits += kib;
         let bytes = body.len() as u64;
         let entry = vec![(meta, body)];
         loop {

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{JournalConfig, JournalConfigBuilder};
 
@@ -52,6 +51,19 @@ pub enum JournalError {
     /// The journal is closed.
     #[error("the journal is closed")]
     Closed,
+    /// `close_within` ran out of time (S3 unreachable, say). Nothing is
+    /// lost: what was not uploaded stays in the journal's directory, and the
+    /// next `Journal::open` of it uploads it.
+    #[error(
+        "the journal did not finish uploading within {timeout:?}; {buffered_bytes} bytes stay on disk for the next open",
+        buffered_bytes = stats.buffered_bytes
+    )]
+    CloseTimedOut {
+        /// The time allowed.
+        timeout: std::time::Duration,
+        /// The counters when it gave up.
+        stats: JournalStats,
+    },
 }
 
 /// Counters of a journal (since it was opened).
@@ -112,7 +124,9 @@ pub struct Journal {
     next_lane: AtomicU64,
     counters: Arc<Counters>,
     /// The lanes' writer and uploader tasks.
-    tasks: JoinSet<Result<(), JournalError>>,
+    tasks: lane::Tasks,
+    /// Tells the writers the journal is closing.
+    closing: watch::Sender<bool>,
     /// The expiration timer, if any (aborted when the journal goes).
     expiry: Option<tokio::task::JoinHandle<()>>,
 }
@@ -142,10 +156,12 @@ impl Journal {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         lane::clean_up_uploads(&config).await;
-        let mut tasks = JoinSet::new();
+        let mut tasks = lane::Tasks::default();
+        let (closing, closing_rx) = watch::channel(false);
         let mut lanes = Vec::with_capacity(config.shards);
         for lane in 0..config.shards {
-            lanes.push(lane::start(&config, lane as u32, &counters, &mut tasks).await?);
+            lanes
+                .push(lane::start(&config, lane as u32, &counters, &closing_rx, &mut tasks).await?);
         }
         let expiry = config.expiration.map(|expiration| {
             let config = config.clone();
@@ -165,6 +181,7 @@ impl Journal {
             next_lane: AtomicU64::new(0),
             counters,
             tasks,
+            closing,
             expiry,
         })
     }
@@ -232,12 +249,64 @@ impl Journal {
         }
     }
 
-    /// Writes out every queued entry, uploads every object, and stops.
+    /// Writes out every queued entry, uploads every object, and stops. While
+    /// S3 stays unreachable this retries, and does not return: see
+    /// [`close_within`](Self::close_within) for a bounded stop.
     pub async fn close(mut self) -> Result<JournalStats, JournalError> {
+        self.finish().await
+    }
+
+    /// As [`close`](Self::close), but gives up after `timeout` with
+    /// [`JournalError::CloseTimedOut`]: every entry is then on disk, and
+    /// what was not uploaded is uploaded by the next `Journal::open` of the
+    /// same directory (under the same keys, so nothing twice). For a
+    /// service that must stop in bounded time, as under a supervisor's
+    /// shutdown grace period.
+    ///
+    /// ```no_run
+    /// # async fn demo(journal: connector_s3::journal::Journal) {
+    /// use std::time::Duration;
+    /// match journal.close_within(Duration::from_secs(20)).await {
+    ///     Ok(stats) => println!("{} entries uploaded", stats.uploaded),
+    ///     Err(error) => eprintln!("{error}"), // the rest goes up at the next open
+    /// }
+    /// # }
+    /// ```
+    pub async fn close_within(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> Result<JournalStats, JournalError> {
+        if let Ok(result) = tokio::time::timeout(timeout, self.finish()).await {
+            return result;
+        }
+        // Stop the uploads where they are; the writers finish writing the
+        // queues to disk (they no longer wait for uploads), so every
+        // accepted entry is there for the next open.
+        self.tasks.uploaders.abort_all();
+        while self.tasks.uploaders.join_next().await.is_some() {}
+        while self.tasks.writers.join_next().await.is_some() {}
+        Err(JournalError::CloseTimedOut {
+            timeout,
+            stats: self.stats(),
+        })
+    }
+
+    /// Closes the queues and waits for the lanes (cancel-safe: an aborted
+    /// wait leaves the lanes to `close_within`).
+    async fn finish(&mut self) -> Result<JournalStats, JournalError> {
         self.lanes.clear();
+        let _ = self.closing.send(true);
         let mut first_error = None;
-        // The lanes end once their queues are drained and their uploads done.
-        while let Some(ended) = self.tasks.join_next().await {
+        // The writers end once their queues are on disk, the uploaders once
+        // their objects are uploaded.
+        loop {
+            let ended = match self.tasks.writers.join_next().await {
+                Some(ended) => ended,
+                None => match self.tasks.uploaders.join_next().await {
+                    Some(ended) => ended,
+                    None => break,
+                },
+            };
             let error = match ended {
                 Ok(Ok(())) => continue,
                 Ok(Err(error)) => error,
