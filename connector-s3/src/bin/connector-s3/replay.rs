@@ -2,7 +2,7 @@
 //! stream, shard and sequence, filter by text, regex or field — and publish
 //! it to a stream through `kpl`, write it as JSON lines, or count it.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use clap::Args;
 use connector_s3::archive::{ArchiveItem, ArchiveReader, ArchivedLine, Selection};
 use connector_s3::key::{DEFAULT_TEMPLATE, KeyTemplate};
 use kcl::checkpoint::ExtendedSequenceNumber;
+use tokio::io::AsyncWriteExt;
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
@@ -145,7 +146,8 @@ enum Sink {
         tokio::task::JoinHandle<(u64, u64)>,
         tokio::sync::mpsc::Sender<kpl::PendingResult>,
     ),
-    Output(Box<dyn Write + Send>),
+    /// Written through the blocking pool (tokio's File), never on a worker.
+    Output(tokio::io::BufWriter<tokio::fs::File>),
     Count,
 }
 
@@ -235,11 +237,20 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             Sink::Stream(producer, stream.clone(), waiter, results_tx)
         }
         (None, Some(path), _) if path == "-" => {
-            Sink::Output(Box::new(std::io::BufWriter::new(std::io::stdout())))
+            use std::os::fd::AsFd;
+            let stdout = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use stdout")?;
+            Sink::Output(tokio::io::BufWriter::new(tokio::fs::File::from_std(
+                std::fs::File::from(stdout),
+            )))
         }
-        (None, Some(path), _) => Sink::Output(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
-        ))),
+        (None, Some(path), _) => Sink::Output(tokio::io::BufWriter::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("cannot create {path}"))?,
+        )),
         (None, None, true) => Sink::Count,
         (None, None, false) => {
             bail!("say where matching records go: --to-stream, --output or --dry-run")
@@ -325,8 +336,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                         let _ = results.send(pending).await;
                     }
                     Sink::Output(out) => {
-                        out.write_all(line.line.as_bytes())?;
-                        out.write_all(b"\n")?;
+                        out.write_all(line.line.as_bytes()).await?;
+                        out.write_all(b"\n").await?;
                     }
                     Sink::Count => {}
                 }
@@ -381,7 +392,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             Some(counts)
         }
         Sink::Output(mut out) => {
-            out.flush()?;
+            out.flush().await?;
             None
         }
         Sink::Count => None,
