@@ -316,3 +316,78 @@ async fn a_reader_at_the_tip_sees_every_record_of_concurrent_writers() {
     let missed = written.difference(&seen).count();
     assert_eq!(missed, 0, "the tailing reader missed {missed} records");
 }
+
+/// An iterator that expired while the processor was busy is renewed at the
+/// last record read: the reader goes on with the next record, nothing
+/// skipped and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_iterator_is_renewed_after_the_last_record_read() {
+    let aws = LocalAws::start_with(integration_tests::embedded::LocalAwsOptions {
+        iterator_ttl_seconds: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("expiry");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let out = client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(format!("r{i:02}")))
+            .send()
+            .await
+            .expect("PutRecord");
+        sent.push(out.sequence_number().to_owned());
+    }
+    // An iterator taken alongside the reader's, to show that it expires.
+    let witness = client
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("GetShardIterator")
+        .shard_iterator
+        .expect("iterator");
+    let mut reader = ShardReader::new(
+        client.clone(),
+        &stream,
+        "shardId-000000000000",
+        ExtendedSequenceNumber::TRIM_HORIZON,
+        StartingPosition::TrimHorizon,
+    )
+    .with_limit(5);
+    let mut read: Vec<String> = Vec::new();
+    let first = reader.next_batch().await.expect("first batch");
+    assert_eq!(first.records.len(), 5);
+    read.extend(first.records.into_iter().map(|r| r.sequence_number));
+    // Longer than the iterator lives.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let expired = client
+        .get_records()
+        .shard_iterator(witness)
+        .send()
+        .await
+        .expect_err("expired");
+    assert!(
+        expired
+            .as_service_error()
+            .is_some_and(|e| e.is_expired_iterator_exception()),
+        "{expired:?}"
+    );
+    for _ in 0..20 {
+        if read.len() >= sent.len() {
+            break;
+        }
+        let batch = reader.next_batch().await.expect("a batch after expiry");
+        read.extend(batch.records.into_iter().map(|r| r.sequence_number));
+    }
+    assert_eq!(read, sent, "every record once, in order");
+}
