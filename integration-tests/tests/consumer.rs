@@ -448,6 +448,20 @@ impl RecordProcessor for StopsMidAggregate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint() {
+    restart_resumes_after_the_checkpoint(false).await;
+}
+
+/// The same with the restarted worker on enhanced fan-out. (ferrokinesis
+/// replays a subscription from the shard's start whatever position it is
+/// given; the reader skips what is at or before the checkpoint.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_worker_resumes_at_the_next_sub_record_after_a_checkpoint() {
+    restart_resumes_after_the_checkpoint(true).await;
+}
+
+/// A first worker checkpoints in the middle of an aggregate in every shard;
+/// a second one (polling, or enhanced fan-out) resumes right after.
+async fn restart_resumes_after_the_checkpoint(fan_out: bool) {
     let aws = LocalAws::start().await.expect("local AWS");
     let (stream, expected) = stream_with_records(&aws, "restart", 2, 2_000).await;
     let app = unique_name("app");
@@ -478,7 +492,13 @@ async fn a_restarted_worker_resumes_at_the_next_sub_record_after_its_checkpoint(
 
     // Restart: each shard resumes right after its checkpoint.
     let seen: Seen = Arc::default();
-    let (handle, task) = start(aws.sdk_config(), config(&app, &stream, "worker-2"), &seen);
+    let mut restarted = config(&app, &stream, "worker-2");
+    if fan_out {
+        restarted.retrieval = kcl::scheduler::RetrievalMode::FanOut {
+            consumer_name: unique_name("efo-consumer"),
+        };
+    }
+    let (handle, task) = start(aws.sdk_config(), restarted, &seen);
     let checkpoints = at.lock().expect("lock").clone();
     let remaining: usize = checkpoints
         .iter()
