@@ -62,7 +62,14 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let aws = LocalAws::start().await.expect("local AWS");
+        // Nothing reads while the producer writes, so the emulator may take
+        // writes concurrently (the tests serialise them for read order).
+        let aws = LocalAws::start_with(integration_tests::embedded::LocalAwsOptions {
+            ordered_writes: false,
+            ..Default::default()
+        })
+        .await
+        .expect("local AWS");
         let settings = [
             ("default rate limit (150 %)", ProducerConfig::default()),
             (

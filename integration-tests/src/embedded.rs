@@ -22,6 +22,11 @@ pub struct LocalAwsOptions {
     pub iterator_ttl_seconds: u64,
     /// Maximum number of open shards across all streams. Default: 1,000.
     pub shard_limit: u32,
+    /// Serve PutRecord(s) one at a time, so that records become visible in
+    /// sequence order as in Kinesis (see `one_write_at_a_time`). Default:
+    /// true. Turn it off only where nothing reads a shard while it is
+    /// written, such as a producer benchmark: concurrent writes are faster.
+    pub ordered_writes: bool,
 }
 
 impl Default for LocalAwsOptions {
@@ -30,6 +35,7 @@ impl Default for LocalAwsOptions {
             enforce_kinesis_limits: false,
             iterator_ttl_seconds: 300,
             shard_limit: 1000,
+            ordered_writes: true,
         }
     }
 }
@@ -248,12 +254,15 @@ async fn start_kinesis(
         ..Default::default()
     });
     // axum's default 2 MiB body limit would refuse a full 5 MiB PutRecords.
-    let app = app
-        .layer(axum::extract::DefaultBodyLimit::max(7 << 20))
-        .layer(axum::middleware::from_fn_with_state(
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(7 << 20));
+    let app = if options.ordered_writes {
+        app.layer(axum::middleware::from_fn_with_state(
             Arc::new(tokio::sync::Mutex::new(())),
             one_write_at_a_time,
-        ));
+        ))
+    } else {
+        app
+    };
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stopped(signal))
