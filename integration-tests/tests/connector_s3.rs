@@ -1,13 +1,14 @@
 //! The S3 connector (library) against the embedded back ends.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connector_s3::compress::Compression;
-use connector_s3::connector::S3Connector;
 use connector_s3::key::{DEFAULT_TEMPLATE, KeyTemplate};
 use connector_s3::transform::JsonRecord;
 use integration_tests::{LocalAws, resources, unique_name};
 use kpl::{Producer, UserRecord};
+
+mod common;
 
 /// (shard, sequence, sub-sequence, data)
 type Row = (String, String, u64, Vec<u8>);
@@ -97,55 +98,23 @@ fn rows(objects: &[(String, Vec<JsonRecord>)]) -> Vec<Row> {
     rows
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archives_200k_records_exactly_once() {
     let aws = LocalAws::start().await.expect("local AWS");
     let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 4)
         .await
         .expect("stream and bucket");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .streams([stream.clone()])
-        .build()
-        .expect("producer");
-    let mut sent = produce(&producer, &stream, 0..200_000).await;
+    let mut sent = produce(&common::producer(&aws, &stream), &stream, 0..200_000).await;
     sent.sort();
 
     let buffer = tempfile::tempdir().expect("tempdir");
-    let connector = S3Connector::builder()
-        .sdk_config(aws.sdk_config())
-        .application_name(unique_name("archiver"))
-        .stream(&stream)
-        .bucket(&bucket)
-        .prefix("archive")
-        .buffer_dir(buffer.path())
+    let app = unique_name("archiver");
+    let connector = common::connector(&aws, &app, &stream, &bucket, "archive", buffer.path())
         .max_object_records(15_000)
         .max_object_age(Duration::from_secs(2))
-        .consumer(|c| {
-            c.failover_time = Duration::from_secs(3);
-            c.shard_sync_interval = Duration::from_secs(1);
-            c.idle_time_between_reads = Duration::from_millis(200);
-        })
         .build()
         .expect("connector");
-    let stats = connector.stats();
-    let shutdown = connector.shutdown_handle();
-    let running = tokio::spawn(connector.run());
-    wait_until("200,000 records uploaded", Duration::from_secs(240), || {
-        stats.snapshot().records_uploaded >= 200_000
-    })
-    .await;
-    shutdown.graceful().await;
-    running.await.expect("join").expect("connector");
-    let snapshot = stats.snapshot();
+    let snapshot = common::run_until_uploaded(connector, 200_000, Duration::from_secs(240)).await;
     assert_eq!(snapshot.records_uploaded, 200_000, "{snapshot}");
 
     let objects = read_archive(&aws.s3_client(), &bucket, "archive/").await;
@@ -180,40 +149,21 @@ async fn objects_open_with_zcat_and_zstd() {
     let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 1)
         .await
         .expect("stream and bucket");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .streams([stream.clone()])
-        .build()
-        .expect("producer");
-    let sent = produce(&producer, &stream, 0..3_000).await;
+    let sent = produce(&common::producer(&aws, &stream), &stream, 0..3_000).await;
     for (compression, prefix) in [
         (Compression::GZIP, "gz"),
         (Compression::ZSTD, "zst"),
         (Compression::None, "plain"),
     ] {
         let buffer = tempfile::tempdir().expect("tempdir");
-        let connector = S3Connector::builder()
-            .sdk_config(aws.sdk_config())
-            .application_name(unique_name("tools"))
-            .stream(&stream)
-            .bucket(&bucket)
-            .prefix(prefix)
+        let app = unique_name("tools");
+        let connector = common::connector(&aws, &app, &stream, &bucket, prefix, buffer.path())
             .compression(compression)
-            .buffer_dir(buffer.path())
             .max_object_records(1_000)
             .max_object_age(Duration::from_secs(1))
-            .consumer(|c| c.idle_time_between_reads = Duration::from_millis(200))
             .build()
             .expect("connector");
-        let stats = connector.stats();
-        let shutdown = connector.shutdown_handle();
-        let running = tokio::spawn(connector.run());
-        wait_until("3,000 records uploaded", Duration::from_secs(60), || {
-            stats.snapshot().records_uploaded >= 3_000
-        })
-        .await;
-        shutdown.graceful().await;
-        running.await.expect("join").expect("connector");
+        common::run_until_uploaded(connector, 3_000, Duration::from_secs(60)).await;
 
         let keys = resources::list_keys(&aws.s3_client(), &bucket, &format!("{prefix}/"))
             .await
@@ -269,12 +219,7 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
     let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 1)
         .await
         .expect("stream and bucket");
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .streams([stream.clone()])
-        .build()
-        .expect("producer");
-    let mut sent = produce(&producer, &stream, 0..1_000).await;
+    let mut sent = produce(&common::producer(&aws, &stream), &stream, 0..1_000).await;
     sent.sort_by(|a, b| {
         ExtendedSequenceNumber::new(a.1.clone(), a.2)
             .cmp(&ExtendedSequenceNumber::new(b.1.clone(), b.2))
@@ -308,30 +253,13 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
                 .expect("put");
         }
         let buffer = tempfile::tempdir().expect("tempdir");
-        let connector = S3Connector::builder()
-            .sdk_config(aws.sdk_config())
-            .application_name(&app)
-            .stream(&stream)
-            .bucket(&bucket)
-            .prefix(prefix)
-            .buffer_dir(buffer.path())
+        let connector = common::connector(&aws, &app, &stream, &bucket, prefix, buffer.path())
             .max_object_age(Duration::from_secs(1))
-            .consumer(|c| {
-                c.failover_time = Duration::from_secs(2);
-                c.idle_time_between_reads = Duration::from_millis(200);
-            })
             .build()
             .expect("connector");
-        let stats = connector.stats();
-        let shutdown = connector.shutdown_handle();
-        let running = tokio::spawn(connector.run());
         let expected = if object_exists { 500 } else { 1_000 };
-        wait_until("the rest uploaded", Duration::from_secs(60), || {
-            stats.snapshot().records_uploaded >= expected
-        })
-        .await;
-        shutdown.graceful().await;
-        running.await.expect("join").expect("connector");
+        let snapshot =
+            common::run_until_uploaded(connector, expected, Duration::from_secs(60)).await;
 
         let objects: Vec<_> = read_archive(&aws.s3_client(), &bucket, &format!("{prefix}/"))
             .await
@@ -351,7 +279,7 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
             archived.len()
         );
         if object_exists {
-            assert_eq!(stats.snapshot().objects_adopted, 1);
+            assert_eq!(snapshot.objects_adopted, 1);
         } else {
             // The first object is exactly what the dead owner prepared.
             let first = objects

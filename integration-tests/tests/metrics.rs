@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use connector_s3::connector::S3Connector;
 use integration_tests::{LocalAws, resources, unique_name};
-use kpl::{Producer, UserRecord};
+use kpl::UserRecord;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+mod common;
 
 /// Counters and gauges by name and labels (`name{k=v,...}`); histograms
 /// count their samples.
@@ -97,10 +98,7 @@ async fn producer_consumer_and_connector_metrics_match_what_happened() {
         .expect("stream and bucket");
 
     // Producer.
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .build()
-        .expect("producer");
+    let producer = common::producer(&aws, &stream);
     let mut pending = Vec::new();
     for i in 0..5_000 {
         pending.push(
@@ -137,35 +135,13 @@ async fn producer_consumer_and_connector_metrics_match_what_happened() {
 
     // Consumer and connector.
     let buffer = tempfile::tempdir().expect("tempdir");
-    let connector = S3Connector::builder()
-        .sdk_config(aws.sdk_config())
-        .application_name(unique_name("archiver"))
-        .stream(&stream)
-        .bucket(&bucket)
-        .prefix("archive")
-        .buffer_dir(buffer.path())
+    let app = unique_name("archiver");
+    let connector = common::connector(&aws, &app, &stream, &bucket, "archive", buffer.path())
         .max_object_records(1_000)
         .max_object_age(Duration::from_secs(1))
-        .consumer(|c| {
-            c.failover_time = Duration::from_secs(3);
-            c.idle_time_between_reads = Duration::from_millis(100);
-        })
         .build()
         .expect("connector");
-    let stats = connector.stats();
-    let shutdown = connector.shutdown_handle();
-    let running = tokio::spawn(connector.run());
-    let started = Instant::now();
-    while stats.snapshot().records_uploaded < 5_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "archiving timed out"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.graceful().await;
-    running.await.expect("join").expect("connector");
-    let snapshot = stats.snapshot();
+    let snapshot = common::run_until_uploaded(connector, 5_000, Duration::from_secs(60)).await;
 
     assert_eq!(recorded.counter(kcl::metrics::RECORDS_PROCESSED), 5_000);
     assert_eq!(recorded.counter(kcl::metrics::LEASES_TAKEN), 2);
