@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use connector_s3::compress::Compression;
 use connector_s3::connector::S3Connector;
-use kpl::{Producer, UserRecord};
 
 const RECORDS: usize = 10_000;
 const SHARDS: i32 = 2;
@@ -48,24 +47,7 @@ async fn run(
     bucket: &str,
 ) -> anyhow::Result<()> {
     // 1. Produce.
-    let producer = Producer::builder().sdk_config(sdk_config).build()?;
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let customer = format!("customer-{}", i % 97);
-        let data = format!(
-            r#"{{"order":{i},"customer":"{customer}","amount":{}}}"#,
-            i * 7 % 500
-        );
-        pending.push(
-            producer
-                .add_user_record(UserRecord::new(stream, customer, data))
-                .await?,
-        );
-    }
-    for result in futures::future::join_all(pending).await {
-        result?;
-    }
-    producer.shutdown().await?;
+    examples::produce_orders(sdk_config, stream, RECORDS).await?;
     println!("Produced {RECORDS} records");
 
     // 2. Archive.

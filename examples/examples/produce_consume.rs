@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use kpl::{Producer, UserRecord};
-
 const RECORDS: usize = 2_000;
 const SHARDS: i32 = 2;
 
@@ -36,30 +34,14 @@ async fn run(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> anyhow::Result<()> {
-    let producer = Producer::builder().sdk_config(sdk_config).build()?;
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let partition_key = format!("customer-{}", i % 97);
-        let data = format!(
-            r#"{{"order":{i},"customer":"{partition_key}","amount":{}}}"#,
-            i * 7 % 500
-        );
-        // Waits only if the producer's buffer is full (backpressure).
-        pending.push(
-            producer
-                .add_user_record(UserRecord::new(stream, partition_key, data))
-                .await?,
-        );
-    }
+    let results = examples::produce_orders(sdk_config, stream, RECORDS).await?;
     let mut per_shard: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> =
         BTreeMap::new();
-    for result in futures::future::join_all(pending).await {
-        let result = result?;
+    for result in results {
         let shard = per_shard.entry(result.shard_id).or_default();
         shard.0 += 1;
         shard.1.insert(result.sequence_number);
     }
-    producer.shutdown().await?;
     for (shard, (records, sequence_numbers)) in &per_shard {
         println!(
             "Produced {records} user records into {shard} in {} Kinesis records",

@@ -67,3 +67,41 @@ pub fn init_tracing() {
         )
         .try_init();
 }
+
+/// Produces `count` sample orders (a JSON document each, keyed by customer)
+/// into `stream` with the `kpl` producer, and returns every record's result
+/// (shard, sequence and sub-sequence number) once all are stored.
+///
+/// ```no_run
+/// # async fn demo(sdk_config: aws_config::SdkConfig) -> anyhow::Result<()> {
+/// let results = examples::produce_orders(&sdk_config, "orders", 1_000).await?;
+/// println!("first in {}", results[0].shard_id);
+/// # Ok(()) }
+/// ```
+pub async fn produce_orders(
+    sdk_config: &SdkConfig,
+    stream: &str,
+    count: usize,
+) -> anyhow::Result<Vec<kpl::UserRecordResult>> {
+    let producer = kpl::Producer::builder().sdk_config(sdk_config).build()?;
+    let mut pending = Vec::with_capacity(count);
+    for i in 0..count {
+        let customer = format!("customer-{}", i % 97);
+        let data = format!(
+            r#"{{"order":{i},"customer":"{customer}","amount":{}}}"#,
+            i * 7 % 500
+        );
+        // Waits only if the producer's buffer is full (backpressure).
+        pending.push(
+            producer
+                .add_user_record(kpl::UserRecord::new(stream, customer, data))
+                .await?,
+        );
+    }
+    let mut results = Vec::with_capacity(count);
+    for result in futures::future::join_all(pending).await {
+        results.push(result?);
+    }
+    producer.shutdown().await?;
+    Ok(results)
+}
