@@ -135,39 +135,46 @@ pub(crate) struct Scan {
 }
 
 /// Reads a segment and classifies every byte of it.
+///
+/// A frame that runs past the end of the file is a torn tail only if no
+/// valid frame follows it: a damaged length field in the middle of the
+/// segment looks the same, and must not take the good entries after it
+/// with it (they are quarantined around, not truncated away).
 pub(crate) fn scan(data: &[u8]) -> Scan {
     let mut scan = Scan::default();
     let mut offset = 0;
     while offset < data.len() {
-        match check_frame(data, offset) {
+        let torn = match check_frame(data, offset) {
             Ok(Some((next, info))) => {
                 scan.entries.push(info);
                 offset = next;
+                continue;
             }
-            Ok(None) => {
-                scan.torn_at = Some(offset as u64);
-                break;
-            }
-            Err(()) => {
-                // Resync: the next offset where a whole valid frame starts.
-                let mut next = offset + 1;
-                let resumed = loop {
-                    match memchr_magic(data, next) {
-                        Some(candidate) => match check_frame(data, candidate) {
-                            Ok(Some(_)) => break Some(candidate),
-                            _ => next = candidate + 1,
-                        },
-                        None => break None,
-                    }
-                };
-                let end = resumed.unwrap_or(data.len());
-                scan.corrupt
-                    .push((offset as u64, data[offset..end].to_vec()));
-                offset = end;
-            }
+            Ok(None) => true,
+            Err(()) => false,
+        };
+        let resumed = next_valid_frame(data, offset + 1);
+        if torn && resumed.is_none() {
+            scan.torn_at = Some(offset as u64);
+            break;
         }
+        let end = resumed.unwrap_or(data.len());
+        scan.corrupt
+            .push((offset as u64, data[offset..end].to_vec()));
+        offset = end;
     }
     scan
+}
+
+/// The first offset at or after `from` where a whole valid frame starts.
+fn next_valid_frame(data: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let candidate = memchr_magic(data, from)?;
+        if let Ok(Some(_)) = check_frame(data, candidate) {
+            return Some(candidate);
+        }
+        from = candidate + 1;
+    }
 }
 
 fn memchr_magic(data: &[u8], from: usize) -> Option<usize> {
@@ -184,6 +191,8 @@ pub(crate) struct SegmentWriter {
     file: File,
     pub len: u64,
     scratch: Vec<u8>,
+    /// A failed write left bytes that could not be truncated away.
+    broken: bool,
 }
 
 impl SegmentWriter {
@@ -200,6 +209,7 @@ impl SegmentWriter {
             file,
             len: 0,
             scratch: Vec::new(),
+            broken: false,
         })
     }
 
@@ -222,13 +232,24 @@ impl SegmentWriter {
                 body_len: body.len() as u64,
             });
         }
-        if let Err(error) = self.file.write_all(&self.scratch) {
-            // Leave no partial frame behind for the next append to follow.
-            let _ = self.file.set_len(self.len);
-            return Err(error);
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier failed write could not be rolled back; this segment takes no more entries",
+            ));
         }
-        if fsync {
-            self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all(&self.scratch)
+            .and_then(|()| if fsync { self.file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            // The entries were not made durable: take back whatever reached
+            // the file, so that the offsets of later entries stay true. If
+            // even that fails, stop writing here rather than record wrong
+            // offsets.
+            if self.file.set_len(self.len).is_err() {
+                self.broken = true;
+            }
+            return Err(error);
         }
         self.len += self.scratch.len() as u64;
         if self.scratch.capacity() > 16 << 20 {
@@ -269,8 +290,9 @@ impl BodyReader {
         self.file.seek(SeekFrom::Start(entry.offset))?;
         let mut frame = vec![0; HEADER + entry.len as usize];
         self.file.read_exact(&mut frame)?;
+        // The frame must be valid and be the entry recorded at this offset.
         match check_frame(&frame, 0) {
-            Ok(Some(_)) => {}
+            Ok(Some((_, found))) if found.meta == entry.meta => {}
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -344,6 +366,73 @@ mod tests {
         assert_eq!(scan.corrupt.len(), 1);
         assert_eq!(scan.corrupt[0].0 as usize, second);
         assert!(scan.torn_at.is_none());
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_corruption_not_a_torn_tail() {
+        let data = frames(&[b"one", b"two", b"three"]);
+        let second = scan(&data).entries[1].offset as usize;
+        let mut bad = data.clone();
+        // A length that runs past the end of the file.
+        bad[second + 4..second + 8].copy_from_slice(&1_000u32.to_le_bytes());
+        let scan = scan(&bad);
+        let items: Vec<u64> = scan.entries.iter().map(|e| e.meta.items).collect();
+        assert_eq!(items, [0, 2], "the entry after the damage is kept");
+        assert_eq!(scan.corrupt.len(), 1);
+        assert_eq!(scan.corrupt[0].0 as usize, second);
+        assert!(scan.torn_at.is_none());
+    }
+
+    #[test]
+    fn a_failed_write_that_cannot_be_undone_stops_the_writer() {
+        // A read-only handle fails the write and the truncation after it: the
+        // writer must neither advance nor take entries at offsets that are
+        // no longer true.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.seg");
+        let mut writer = SegmentWriter::create(&path, false).unwrap();
+        let first = writer
+            .append(&[(meta(0), b"one".as_slice())], false)
+            .unwrap();
+        let len = writer.len;
+        writer.file = File::open(&path).unwrap();
+        assert!(
+            writer
+                .append(&[(meta(1), b"two".as_slice())], false)
+                .is_err()
+        );
+        assert_eq!(writer.len, len);
+        writer.file = OpenOptions::new().append(true).open(&path).unwrap();
+        assert!(
+            writer
+                .append(&[(meta(2), b"three".as_slice())], false)
+                .is_err()
+        );
+        assert_eq!(writer.len, len);
+        let mut reader = BodyReader::open(&path, first).unwrap();
+        assert_eq!(
+            reader.next_body().unwrap().as_deref(),
+            Some(b"one".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_reader_refuses_an_entry_other_than_the_one_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.seg");
+        let mut writer = SegmentWriter::create(&path, false).unwrap();
+        let infos = writer
+            .append(
+                &[(meta(0), b"one".as_slice()), (meta(1), b"two".as_slice())],
+                false,
+            )
+            .unwrap();
+        // Offsets that point at the wrong (but valid) frame.
+        let mut wrong = infos[1].clone();
+        wrong.offset = infos[0].offset;
+        wrong.len = infos[0].len;
+        let mut reader = BodyReader::open(&path, vec![wrong]).unwrap();
+        assert!(reader.next_body().is_err());
     }
 
     proptest! {
