@@ -139,7 +139,18 @@ impl DiskBuffer {
 fn read_next_object(dir: &Path) -> Result<u64, BufferError> {
     let path = dir.join(NEXT_OBJECT);
     match fs::read_to_string(&path) {
-        Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+        // Unreadable is not "start at 0": numbers already uploaded would be
+        // used again, and their objects' keys overwritten.
+        Ok(text) => text.trim().parse().map_err(|_| BufferError::Io {
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "holds {:?}, not an object number; write in a number above the highest object uploaded from this directory",
+                    text.trim()
+                ),
+            ),
+            path,
+        }),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(error) => Err(BufferError::io(path)(error)),
     }
@@ -322,6 +333,18 @@ mod tests {
         assert!(recovery.objects.is_empty());
         buffer.append(batch(1, b"c")).unwrap();
         assert_eq!(buffer.current().unwrap().object, 2);
+    }
+
+    #[test]
+    fn an_unreadable_object_counter_is_an_error_not_a_restart_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DiskBuffer::open(dir.path(), true).unwrap());
+        fs::write(dir.path().join(NEXT_OBJECT), "").unwrap();
+        let error = DiskBuffer::open(dir.path(), true).unwrap_err();
+        assert!(
+            error.to_string().contains("not an object number"),
+            "{error}"
+        );
     }
 
     #[test]
