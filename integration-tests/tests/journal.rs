@@ -146,6 +146,45 @@ async fn a_crashed_journal_resumes_exactly_once() {
     aws.shutdown().await;
 }
 
+/// A buffer budget smaller than an object: the lane completes its open
+/// object early rather than wait for budget that object itself holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_smaller_than_an_object_cuts_objects_early_instead_of_stalling() {
+    let (aws, bucket, dir) = local_bucket().await;
+    let config = JournalConfig::builder()
+        .sdk_config(aws.sdk_config())
+        .bucket(&bucket)
+        .prefix("small")
+        .directory(dir.path())
+        .id("host-1")
+        .compression(Compression::None)
+        .max_batch_size(100)
+        // 64 MiB objects (the default) that would never complete on their
+        // own here, and a 1 MiB budget.
+        .max_object_age(Duration::from_secs(600))
+        .max_buffered_bytes(1 << 20)
+        .build()
+        .expect("config");
+    let journal = Journal::open(config).await.expect("open");
+    let sent: Vec<String> = (0..3_000)
+        .map(|i| format!("entry {i} {}", "y".repeat(1_000)))
+        .collect();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for entry in &sent {
+            journal.put(entry.clone()).await.expect("put");
+        }
+    })
+    .await
+    .expect("puts go on past the budget");
+    let stats = journal.close().await.expect("close");
+    assert!(stats.objects >= 3, "{stats:?}");
+    assert_eq!(
+        sorted(entries(&aws.s3_client(), &bucket, "small").await),
+        sorted(sent)
+    );
+    aws.shutdown().await;
+}
+
 /// With S3 unreachable, `close` would retry forever; `close_within` stops
 /// in bounded time with every accepted entry on disk (even ones still queued
 /// behind a full buffer budget), and the next open uploads them all, once.

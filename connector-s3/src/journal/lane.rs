@@ -204,9 +204,17 @@ impl Writer {
         };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.budget_kib);
         let budget = self.budget.clone();
-        let acquired = tokio::select! {
-            permit = budget.clone().acquire_many_owned(kib) => permit.ok(),
-            _ = self.closing.wait_for(|closing| *closing) => budget.try_acquire_many_owned(kib).ok(),
+        let acquired = match budget.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                // This lane's open object may hold the budget itself: complete
+                // it, so that its upload gives the budget back, then wait.
+                self.seal().await;
+                tokio::select! {
+                    permit = budget.clone().acquire_many_owned(kib) => permit.ok(),
+                    _ = self.closing.wait_for(|closing| *closing) => budget.try_acquire_many_owned(kib).ok(),
+                }
+            }
         };
         if let Some(permit) = acquired {
             permit.forget();
