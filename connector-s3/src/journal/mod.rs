@@ -3,12 +3,14 @@
 //!
 //! `put` hands an entry to a lane's writer, which batches entries (up to
 //! `max_batch_size` entries or `max_batch_latency`), encodes and compresses
-//! each batch as one gzip member, appends it to the lane's write-ahead log
+//! each batch as one unit (a gzip member, a zstd frame), appends it to the lane's write-ahead log
 //! with one fsync (the group commit), and rolls objects by size and age. A
 //! lane's uploader then writes each complete object to S3 under a
 //! deterministic key (`{id}-{lane}-{object}`), and only then deletes it
 //! from disk. A restart uploads what the previous run left, under the same
-//! keys, so a crash at any point neither loses nor duplicates an entry.
+//! keys, so a crash at any point neither loses an entry that was on disk
+//! (`put_durable` returned) nor duplicates one; entries `put` but still
+//! queued in memory are lost with the process.
 
 mod config;
 mod lane;
@@ -22,7 +24,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use config::{JournalConfig, JournalConfigBuilder};
 
 use crate::buffer::BufferError;
-use crate::emit::EmitError;
 use crate::key::KeyTemplateError;
 
 /// Journal errors.
@@ -42,11 +43,9 @@ pub enum JournalError {
     /// The buffer failed.
     #[error(transparent)]
     Buffer(#[from] BufferError),
-    /// S3 failed (at open: cleaning up uploads).
-    #[error(transparent)]
-    Emit(#[from] EmitError),
-    /// The buffer is full (`try_put`).
-    #[error("the journal's buffer is full")]
+    /// The lane's queue is full (`try_put`): its writer is behind, or
+    /// waits for buffer budget that uploads give back.
+    #[error("the journal's queue is full")]
     Full,
     /// The journal is closed.
     #[error("the journal is closed")]
@@ -261,7 +260,9 @@ impl Journal {
     /// what was not uploaded is uploaded by the next `Journal::open` of the
     /// same directory (under the same keys, so nothing twice). For a
     /// service that must stop in bounded time, as under a supervisor's
-    /// shutdown grace period.
+    /// shutdown grace period. The bound covers the uploads; writing the
+    /// queued entries to disk is always finished first, so a disk that
+    /// stalls (or fails and is retried) can still hold it up.
     ///
     /// ```no_run
     /// # async fn demo(journal: connector_s3::journal::Journal) {
