@@ -303,3 +303,34 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
     }
     aws.shutdown().await;
 }
+
+/// A buffer of the caller's (here the in-memory one) in place of the disk
+/// buffer: the same archive, and nothing written under the buffer directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_buffer_replaces_the_disk_buffer() {
+    use connector_s3::buffer::{Buffer, MemoryBuffer};
+
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 2)
+        .await
+        .expect("stream and bucket");
+    let mut sent = produce(&common::producer(&aws, &stream), &stream, 0..3_000).await;
+    sent.sort();
+    let buffer = tempfile::tempdir().expect("tempdir");
+    let app = unique_name("memory");
+    let connector = common::connector(&aws, &app, &stream, &bucket, "mem", buffer.path())
+        .buffer(|_dir| Ok(Box::new(MemoryBuffer::default()) as Box<dyn Buffer>))
+        .max_object_records(1_000)
+        .max_object_age(Duration::from_secs(1))
+        .build()
+        .expect("connector");
+    common::run_until_uploaded(connector, 3_000, Duration::from_secs(60)).await;
+    let archived = rows(&read_archive(&aws.s3_client(), &bucket, "mem/").await);
+    assert!(archived == sent, "{} records archived", archived.len());
+    let on_disk = std::fs::read_dir(buffer.path())
+        .expect("buffer dir")
+        .flatten()
+        .count();
+    assert_eq!(on_disk, 0, "no shard directory was written");
+    aws.shutdown().await;
+}

@@ -5,7 +5,8 @@
 //! segment per future object, with a checksum per entry and a group-commit
 //! fsync per batch, so that an accepted batch survives the process.
 //! [`MemoryBuffer`] keeps batches in memory, for users who re-read their
-//! source after a crash anyway and want no disk.
+//! source after a crash anyway and want no disk; the connector takes it, or
+//! a buffer of the user's, through `S3ConnectorBuilder::buffer`.
 
 mod disk;
 mod memory;

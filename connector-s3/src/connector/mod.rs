@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 pub use processor::ShardArchiver;
 pub use stats::{ConnectorStats, StatsSnapshot};
 
+use crate::buffer::{Buffer, BufferError};
 use crate::compress::Compression;
 use crate::emit::{Emitter, S3Emitter, ServerSideEncryption};
 use crate::filter::{Filter, KeepAll};
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub limits: ObjectLimits,
     pub buffer_dir: PathBuf,
     pub fsync: bool,
+    /// Opens a shard's buffer instead of the disk buffer, when set.
+    pub open_buffer: Option<OpenBuffer>,
     pub worker_id: String,
     /// Buffer budget in KiB permits, shared by all shards.
     pub budget: Arc<Semaphore>,
@@ -104,6 +107,7 @@ pub struct S3ConnectorBuilder {
     s3_client: Option<aws_sdk_s3::Client>,
     buffer_dir: PathBuf,
     fsync: bool,
+    open_buffer: Option<OpenBuffer>,
     max_object_bytes: u64,
     max_object_records: u64,
     max_object_age: Duration,
@@ -144,6 +148,7 @@ impl Default for S3ConnectorBuilder {
             s3_client: None,
             buffer_dir: PathBuf::from("connector-s3-buffer"),
             fsync: true,
+            open_buffer: None,
             max_object_bytes: 64 << 20,
             max_object_records: 1_000_000,
             max_object_age: Duration::from_secs(60),
@@ -256,6 +261,35 @@ impl S3ConnectorBuilder {
     /// journal; for the connector it only costs a re-read after a crash.
     pub fn fsync(mut self, fsync: bool) -> Self {
         self.fsync = fsync;
+        self
+    }
+
+    /// Buffers each shard's objects in a buffer of the caller's, opened
+    /// with the shard's directory under `buffer_dir`, instead of the disk
+    /// buffer (the default). The connector clears it at the shard's start:
+    /// it re-reads from the checkpoint whatever a previous run buffered, so
+    /// a buffer need not survive the process; it bounds memory by
+    /// `max_buffered_bytes` all the same.
+    ///
+    /// ```no_run
+    /// # fn demo(sdk_config: aws_config::SdkConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use connector_s3::buffer::{Buffer, MemoryBuffer};
+    /// use connector_s3::connector::S3Connector;
+    /// let connector = S3Connector::builder()
+    ///     .sdk_config(&sdk_config)
+    ///     .application_name("orders-archiver")
+    ///     .stream("orders")
+    ///     .bucket("my-archive")
+    ///     // No disk: objects wait in memory.
+    ///     .buffer(|_dir| Ok(Box::new(MemoryBuffer::default()) as Box<dyn Buffer>))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn buffer(
+        mut self,
+        open: impl Fn(&std::path::Path) -> Result<Box<dyn Buffer>, BufferError> + Send + Sync + 'static,
+    ) -> Self {
+        self.open_buffer = Some(Arc::new(open));
         self
     }
 
@@ -384,6 +418,7 @@ impl S3ConnectorBuilder {
             },
             buffer_dir: self.buffer_dir,
             fsync: self.fsync,
+            open_buffer: self.open_buffer,
             worker_id: worker_id.clone(),
             budget: Arc::new(Semaphore::new(budget_kib as usize)),
             budget_kib,
@@ -409,6 +444,10 @@ impl S3ConnectorBuilder {
         Ok(S3Connector { scheduler, stats })
     }
 }
+
+/// Opens a shard's buffer, given the shard's directory.
+pub(crate) type OpenBuffer =
+    Arc<dyn Fn(&std::path::Path) -> Result<Box<dyn Buffer>, BufferError> + Send + Sync>;
 
 /// A caller's adjustment of the consumer settings.
 type ConfigureConsumer = Box<dyn FnOnce(&mut ConsumerConfig) + Send>;

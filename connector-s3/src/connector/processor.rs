@@ -406,10 +406,17 @@ impl ShardArchiver {
         // checkpoint never passed it); corrupt entries are counted.
         let opened = loop {
             let dir = dir.clone();
+            let open = self.shared.open_buffer.clone();
             let opened = tokio::task::spawn_blocking(move || {
-                let (mut buffer, recovery) = DiskBuffer::open(&dir, fsync)?;
+                let (mut buffer, quarantined): (Box<dyn Buffer>, u64) = match open {
+                    Some(open) => (open(&dir)?, 0),
+                    None => {
+                        let (buffer, recovery) = DiskBuffer::open(&dir, fsync)?;
+                        (Box::new(buffer), recovery.quarantined)
+                    }
+                };
                 buffer.clear()?;
-                Ok::<_, BufferError>((buffer, recovery))
+                Ok::<_, BufferError>((buffer, quarantined))
             })
             .await;
             match opened {
@@ -421,12 +428,12 @@ impl ShardArchiver {
                 Err(_) => return Err(Stopped),
             }
         };
-        let (buffer, recovery) = opened;
+        let (buffer, quarantined) = opened;
         self.shared
             .stats
             .quarantined
-            .fetch_add(recovery.quarantined, Relaxed);
-        self.buffer = Some(Box::new(buffer));
+            .fetch_add(quarantined, Relaxed);
+        self.buffer = Some(buffer);
         self.abort_leftover_uploads().await;
         if let Some((prepared, Some(state))) = input.pending_checkpoint {
             let key = String::from_utf8_lossy(&state).into_owned();
