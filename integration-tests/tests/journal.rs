@@ -146,6 +146,45 @@ async fn a_crashed_journal_resumes_exactly_once() {
     aws.shutdown().await;
 }
 
+/// An entry the journal cannot log is refused at `put` with a typed error;
+/// entries near the limit still go through, split into batches the log
+/// takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_too_large_is_refused_and_big_batches_are_split() {
+    use connector_s3::journal::{JournalError, MAX_ENTRY_BYTES};
+    let (aws, bucket, dir) = local_bucket().await;
+    let config = JournalConfig::builder()
+        .sdk_config(aws.sdk_config())
+        .bucket(&bucket)
+        .prefix("big")
+        .directory(dir.path())
+        .id("host-1")
+        .compression(Compression::None)
+        .build()
+        .expect("config");
+    let journal = Journal::open(config).await.expect("open");
+    let too_large = vec![b'x'; MAX_ENTRY_BYTES + 1];
+    assert!(matches!(
+        journal.put(too_large.clone()).await,
+        Err(JournalError::EntryTooLarge { .. })
+    ));
+    assert!(matches!(
+        journal.try_put(too_large),
+        Err(JournalError::EntryTooLarge { .. })
+    ));
+    // Five entries of 200 MiB: one batch would be 1 GiB, over the log's
+    // entry limit; they are written in parts.
+    for i in 0..5u8 {
+        let mut entry = vec![b'a' + i; 200 << 20];
+        entry[0] = b'0' + i;
+        journal.put(entry).await.expect("put");
+    }
+    let stats = journal.close().await.expect("close");
+    assert_eq!(stats.durable, 5, "{stats:?}");
+    assert_eq!(stats.uploaded, 5, "{stats:?}");
+    aws.shutdown().await;
+}
+
 /// A buffer budget smaller than an object: the lane completes its open
 /// object early rather than wait for budget that object itself holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -149,14 +149,30 @@ impl Writer {
         }
     }
 
+    /// Writes the batch, in parts of at most `MAX_BATCH_BYTES`.
+    async fn write(&mut self, batch: &mut Vec<Put>) {
+        // A log entry holds at most 1 GiB: split a batch of big entries.
+        let mut puts = std::mem::take(batch);
+        while !puts.is_empty() {
+            let mut bytes = 0;
+            let take = puts
+                .iter()
+                .take_while(|put| {
+                    bytes += put.entry.len() + self.config.delimiter.len();
+                    bytes <= super::MAX_BATCH_BYTES
+                })
+                .count()
+                .max(1);
+            let rest = puts.split_off(take);
+            self.write_batch(puts).await;
+            puts = rest;
+        }
+    }
+
     /// Encodes, compresses and logs a batch (one entry, one fsync), then
     /// tells the waiters it is durable. I/O errors are retried: accepted
     /// entries are never dropped.
-    async fn write(&mut self, batch: &mut Vec<Put>) {
-        if batch.is_empty() {
-            return;
-        }
-        let puts = std::mem::take(batch);
+    async fn write_batch(&mut self, puts: Vec<Put>) {
         let count = puts.len() as u64;
         let config = self.config.clone();
         let entries: Vec<bytes::Bytes> = puts.iter().map(|p| p.entry.clone()).collect();

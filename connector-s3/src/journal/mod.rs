@@ -26,6 +26,13 @@ pub use config::{JournalConfig, JournalConfigBuilder};
 use crate::buffer::BufferError;
 use crate::key::KeyTemplateError;
 
+/// The largest entry `put` takes.
+pub const MAX_ENTRY_BYTES: usize = 256 << 20;
+/// A batch is split so that its entries stay under this (a log entry holds
+/// at most 1 GiB, compressed; compression can grow incompressible data a
+/// little, a user's encoder more).
+const MAX_BATCH_BYTES: usize = 256 << 20;
+
 /// Journal errors.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -50,6 +57,14 @@ pub enum JournalError {
     /// The journal is closed.
     #[error("the journal is closed")]
     Closed,
+    /// An entry larger than the journal takes (256 MiB).
+    #[error("an entry of {bytes} bytes exceeds the journal's {max}-byte limit")]
+    EntryTooLarge {
+        /// The entry's size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// `close_within` ran out of time (S3 unreachable, say). Nothing is
     /// lost: what was not uploaded stays in the journal's directory, and the
     /// next `Journal::open` of it uploads it.
@@ -185,6 +200,17 @@ impl Journal {
         })
     }
 
+    /// Refuses an entry that could not be written as part of a batch.
+    fn check_size(entry: &Bytes) -> Result<(), JournalError> {
+        if entry.len() > MAX_ENTRY_BYTES {
+            return Err(JournalError::EntryTooLarge {
+                bytes: entry.len(),
+                max: MAX_ENTRY_BYTES,
+            });
+        }
+        Ok(())
+    }
+
     fn lane(&self) -> &mpsc::Sender<Put> {
         let n = self.next_lane.fetch_add(1, Relaxed) as usize;
         &self.lanes[n % self.lanes.len()]
@@ -192,9 +218,11 @@ impl Journal {
 
     /// Queues an entry; waits while the journal's buffer is full.
     pub async fn put(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        let entry = entry.into();
+        Self::check_size(&entry)?;
         self.lane()
             .send(Put {
-                entry: entry.into(),
+                entry,
                 durable: None,
             })
             .await
@@ -206,9 +234,11 @@ impl Journal {
     /// Queues an entry if there is room now (s3-journal's `put!` returning
     /// false): `Err(Full)` otherwise.
     pub fn try_put(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        let entry = entry.into();
+        Self::check_size(&entry)?;
         self.lane()
             .try_send(Put {
-                entry: entry.into(),
+                entry,
                 durable: None,
             })
             .map_err(|error| match error {
@@ -222,10 +252,12 @@ impl Journal {
     /// Queues an entry and resolves once it is on disk (fsynced when
     /// `fsync` is on): from then on a crash does not lose it.
     pub async fn put_durable(&self, entry: impl Into<Bytes>) -> Result<(), JournalError> {
+        let entry = entry.into();
+        Self::check_size(&entry)?;
         let (done, durable) = oneshot::channel();
         self.lane()
             .send(Put {
-                entry: entry.into(),
+                entry,
                 durable: Some(done),
             })
             .await
