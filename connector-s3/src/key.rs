@@ -32,6 +32,15 @@ pub enum KeyTemplateError {
         /// The missing field.
         field: &'static str,
     },
+    /// A field the use cannot have (for example `{id}` in the connector's
+    /// keys, which must not depend on which worker writes the object).
+    #[error("key template {template:?} cannot use the field {{{field}}} here")]
+    Forbidden {
+        /// The template.
+        template: String,
+        /// The field.
+        field: &'static str,
+    },
 }
 
 const KNOWN: &str = "prefix yyyy MM dd HH mm ss date stream shard first_seq id lane object ext";
@@ -297,12 +306,7 @@ impl KeyTemplate {
 
     /// Requires `field` in the template.
     pub fn require(&self, field: &'static str) -> Result<(), KeyTemplateError> {
-        let wanted = Field::parse(field);
-        if self
-            .parts
-            .iter()
-            .any(|p| Some(p) == wanted.map(Part::Field).as_ref())
-        {
+        if self.uses(field) {
             Ok(())
         } else {
             Err(KeyTemplateError::Missing {
@@ -310,6 +314,32 @@ impl KeyTemplate {
                 field,
             })
         }
+    }
+
+    /// Errs if the template uses `field`.
+    ///
+    /// ```
+    /// use connector_s3::key::KeyTemplate;
+    /// let template = KeyTemplate::new("logs", "{prefix}/{id}-{shard}").unwrap();
+    /// assert!(template.forbid("id").is_err());
+    /// assert!(template.forbid("lane").is_ok());
+    /// ```
+    pub fn forbid(&self, field: &'static str) -> Result<(), KeyTemplateError> {
+        if self.uses(field) {
+            Err(KeyTemplateError::Forbidden {
+                template: self.template.clone(),
+                field,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn uses(&self, field: &str) -> bool {
+        let wanted = Field::parse(field);
+        self.parts
+            .iter()
+            .any(|p| Some(p) == wanted.map(Part::Field).as_ref())
     }
 
     /// The prefix (without slashes at either end).

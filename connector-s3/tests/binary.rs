@@ -499,6 +499,16 @@ fn help_and_check_config() {
     let bad = check(&[]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("escape"));
+    // Keys must not depend on the worker: the next owner redoes an object
+    // under the key the previous one prepared.
+    write("key_template = \"{prefix}/{id}-{shard}-{first_seq}\"\n");
+    let bad = check(&[]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("cannot use the field {id}"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     write("bukcet = \"typo\"\n");
     let bad = check(&[]);
     assert!(!bad.status.success());

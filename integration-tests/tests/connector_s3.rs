@@ -261,38 +261,30 @@ async fn a_prepared_checkpoint_is_adopted_or_redone() {
         let snapshot =
             common::run_until_uploaded(connector, expected, Duration::from_secs(60)).await;
 
-        let objects: Vec<_> = read_archive(&aws.s3_client(), &bucket, &format!("{prefix}/"))
-            .await
-            .into_iter()
-            .filter(|(key, _)| *key != prepared_key)
-            .collect();
+        let objects = read_archive(&aws.s3_client(), &bucket, &format!("{prefix}/")).await;
         let archived = rows(&objects);
-        let mut wanted: Vec<Row> = if object_exists {
-            sent[500..].to_vec()
-        } else {
-            sent.clone()
-        };
+        let mut wanted: Vec<Row> = sent[500..].to_vec();
         wanted.sort();
         assert!(
             archived == wanted,
-            "{prefix}: {} records archived",
+            "{prefix}: {} records archived after the prepared ones",
             archived.len()
         );
         if object_exists {
             assert_eq!(snapshot.objects_adopted, 1);
         } else {
-            // The first object is exactly what the dead owner prepared.
-            let first = objects
-                .iter()
-                .find(|(_, records)| {
-                    records[0].sequence_number == sent[0].1
-                        && records[0].sub_sequence_number == sent[0].2
-                })
-                .expect("an object starting at the first record");
-            let last = first.1.last().expect("records");
+            // The redone object is exactly what the dead owner prepared,
+            // under the key it prepared.
+            let redone = read_archive(&aws.s3_client(), &bucket, &prepared_key).await;
+            let mut first = rows(&redone);
+            first.sort_by(|a, b| {
+                ExtendedSequenceNumber::new(a.1.clone(), a.2)
+                    .cmp(&ExtendedSequenceNumber::new(b.1.clone(), b.2))
+            });
             assert_eq!(
-                ExtendedSequenceNumber::new(last.sequence_number.clone(), last.sub_sequence_number),
-                prepared_at
+                first,
+                sent[..500],
+                "the prepared records, under {prepared_key}"
             );
         }
         let lease = table.get_lease(&shard).await.expect("get").expect("lease");

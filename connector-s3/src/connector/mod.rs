@@ -368,6 +368,11 @@ impl S3ConnectorBuilder {
         let template = KeyTemplate::new(&self.prefix, &self.key_template)?;
         template.require("shard")?;
         template.require("first_seq")?;
+        // A key must not depend on the worker that writes it: the next owner
+        // of a shard redoes a prepared object under the same key.
+        for field in ["id", "lane", "object"] {
+            template.forbid(field)?;
+        }
         if self.streams.len() > 1 {
             template.require("stream")?;
         }

@@ -48,7 +48,10 @@ pub struct ShardArchiver {
     adopted: Option<ExtendedSequenceNumber>,
     /// End the first object exactly here (a prepared checkpoint whose object
     /// is missing).
-    cut_at: Option<ExtendedSequenceNumber>,
+    /// (with the key it prepared, which the redone object is written under:
+    /// the same key, so a late upload by the previous owner overwrites it
+    /// with the same records).
+    cut_at: Option<(ExtendedSequenceNumber, String)>,
     stopped: bool,
 }
 
@@ -257,6 +260,11 @@ impl ShardArchiver {
 
     /// Seals the current object, uploads it, and moves the checkpoint past it.
     async fn flush(&mut self, checkpointer: &mut Checkpointer) -> Step {
+        self.flush_as(checkpointer, None).await
+    }
+
+    /// As `flush`, under `key` instead of the one the template renders.
+    async fn flush_as(&mut self, checkpointer: &mut Checkpointer, key: Option<String>) -> Step {
         let Some(sealed) = self.with_buffer("seal", |buffer| buffer.seal()).await? else {
             return Ok(());
         };
@@ -264,7 +272,7 @@ impl ShardArchiver {
             return self.release(&sealed).await;
         };
         if sealed.summary.items > 0 {
-            let key = self.key(&sealed.summary);
+            let key = key.unwrap_or_else(|| self.key(&sealed.summary));
             self.checkpoint(checkpointer, last.clone(), Some(key.clone().into_bytes()))
                 .await?;
             self.upload(&key, &sealed).await;
@@ -328,7 +336,7 @@ impl ShardArchiver {
                 self.adopted = None;
             }
         }
-        if let Some(cut) = self.cut_at.clone() {
+        if let Some((cut, prepared_key)) = self.cut_at.clone() {
             let upto = records
                 .iter()
                 .take_while(|r| r.extended_sequence_number() <= cut)
@@ -345,7 +353,7 @@ impl ShardArchiver {
             if !reached {
                 return Ok(());
             }
-            self.flush(checkpointer).await?;
+            self.flush_as(checkpointer, Some(prepared_key)).await?;
             self.cut_at = None;
         }
         self.append_chunked(records, checkpointer, true).await?;
@@ -451,7 +459,7 @@ impl ShardArchiver {
                 self.adopted = Some(prepared);
             } else {
                 tracing::info!(shard = %self.shard, %key, "redoing an object a previous owner prepared");
-                self.cut_at = Some(prepared);
+                self.cut_at = Some((prepared, key));
             }
         }
         Ok(())
@@ -527,7 +535,12 @@ impl RecordProcessor for ShardArchiver {
         checkpointer: &mut Checkpointer,
     ) {
         if !self.stopped {
-            let _ = self.process(input, checkpointer).await;
+            let failed = self.process(input, checkpointer).await.is_err();
+            if failed && !self.stopped {
+                // The buffer was lost (its blocking task panicked): stop as
+                // a refused checkpoint does, giving back the budget it held.
+                let _ = self.stop().await;
+            }
         }
         if self.stopped {
             // This processor has dropped its buffer and cannot go on: give
@@ -547,6 +560,10 @@ impl RecordProcessor for ShardArchiver {
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        if self.cut_at.is_some() {
+            // The prepared object is not complete: leave it to the next owner.
+            let _ = self.stop().await;
+        }
         if !self.stopped && self.flush(checkpointer).await.is_ok() {
             loop {
                 match checkpointer.checkpoint_shard_end().await {
@@ -566,6 +583,13 @@ impl RecordProcessor for ShardArchiver {
     }
 
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        if self.cut_at.is_some() {
+            // A partial object under the prepared key could later be
+            // overwritten by the previous owner's late upload of the whole
+            // one, and the records in between archived twice: leave the
+            // prepared checkpoint for the next owner instead.
+            let _ = self.stop().await;
+        }
         if !self.stopped {
             let _ = self.flush(checkpointer).await;
         }
