@@ -326,3 +326,53 @@ async fn a_users_buffer_replaces_the_disk_buffer() {
     assert_eq!(on_disk, 0, "no shard directory was written");
     aws.shutdown().await;
 }
+
+/// An object holds the records of one period of its key's time fields, even
+/// when the connector catches up on a backlog spanning several periods: the
+/// key's time prefix covers every record in the object (reading the archive
+/// by time relies on it). Per-second keys make the periods short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_never_spans_two_periods_of_its_key() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 1)
+        .await
+        .expect("stream and bucket");
+    let producer = common::producer(&aws, &stream);
+    let mut sent = Vec::new();
+    // A backlog over about four seconds.
+    for wave in 0..4 {
+        sent.extend(produce(&producer, &stream, wave * 300..(wave + 1) * 300).await);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    sent.sort();
+    let template =
+        "{prefix}/{yyyy}/{MM}/{dd}/{HH}/{mm}/{ss}/{stream}-{shard}-{first_seq}.jsonl{ext}";
+    let buffer = tempfile::tempdir().expect("tempdir");
+    let app = unique_name("periods");
+    let connector = common::connector(&aws, &app, &stream, &bucket, "periods", buffer.path())
+        .key_template(template)
+        // Neither size nor age cuts these objects (the backlog is read at
+        // once); the age only completes the last one.
+        .max_object_age(Duration::from_secs(5))
+        .build()
+        .expect("connector");
+    common::run_until_uploaded(connector, 1_200, Duration::from_secs(60)).await;
+    let objects = read_archive(&aws.s3_client(), &bucket, "periods/").await;
+    assert!(
+        objects.len() >= 4,
+        "one object per second at least: {}",
+        objects.len()
+    );
+    let keys = KeyTemplate::new("periods", template).expect("template");
+    for (key, records) in &objects {
+        for record in records {
+            let arrival = record.arrival().expect("arrival time");
+            assert!(
+                key.starts_with(&keys.time_prefix(arrival)),
+                "{key} holds a record that arrived at {arrival}"
+            );
+        }
+    }
+    assert!(rows(&objects) == sent, "exactly once");
+    aws.shutdown().await;
+}

@@ -32,8 +32,10 @@ impl ArchiveReader {
         else {
             return vec![root];
         };
-        // One period before `from`: an object named after a record of the
-        // previous period can hold records of this one.
+        // One period before `from`: the connector cuts objects at period
+        // boundaries, but an archive written otherwise (older versions,
+        // other tools) can have an object named after a record of the
+        // previous period that holds records of this one.
         let mut at = floor(from, step) - Duration::seconds(step);
         let mut prefixes = BTreeSet::new();
         while at < to && prefixes.len() < 1_000_000 {

@@ -26,7 +26,7 @@ use crate::buffer::{Buffer, BufferError, DiskBuffer, ObjectSummary, SealedObject
 use crate::key::KeyFields;
 use crate::metrics as m;
 use crate::retry::with_backoff;
-use crate::transform::RecordContext;
+use crate::transform::{RecordContext, epoch_millis};
 
 /// This processor cannot go on (its lease is gone); the shard's next owner
 /// re-reads what was not uploaded.
@@ -373,7 +373,40 @@ impl ShardArchiver {
         flush: bool,
     ) -> Step {
         const MAX_CHUNK_BYTES: usize = 4 << 20;
+        // An object holds records of one period of the key's time fields
+        // (an hour by default): its key's time prefix then covers every
+        // record in it, which is what reading the archive by time relies on
+        // (a catching-up shard would otherwise put hours into one object).
+        let step_ms = self.shared.template.time_step().map(|s| s * 1000);
+        let period = |record: &ConsumerRecord| {
+            Some(epoch_millis(record.approximate_arrival?).div_euclid(step_ms?))
+        };
         while !records.is_empty() {
+            let first_period = period(&records[0]);
+            if flush && first_period.is_some() {
+                let open_period = self
+                    .buffer
+                    .as_ref()
+                    .and_then(|b| b.current())
+                    .zip(step_ms)
+                    .map(|(current, step)| current.first_time_ms.div_euclid(step));
+                if open_period.is_some_and(|open| Some(open) != first_period) {
+                    self.flush(checkpointer).await?;
+                    continue;
+                }
+            }
+            let same_period = if flush {
+                records
+                    .iter()
+                    .take_while(|r| {
+                        let p = period(r);
+                        p.is_none() || p == first_period
+                    })
+                    .count()
+                    .max(1)
+            } else {
+                records.len()
+            };
             let in_object = self
                 .buffer
                 .as_ref()
@@ -394,7 +427,7 @@ impl ShardArchiver {
                 })
                 .count()
                 .max(1);
-            let take = room.min(by_size).min(records.len());
+            let take = room.min(by_size).min(same_period).min(records.len());
             let rest = records.split_off(take);
             self.append(records, checkpointer).await?;
             records = rest;
