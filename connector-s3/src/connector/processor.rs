@@ -12,7 +12,7 @@
 //!    the same records under the same key.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use kcl::checkpoint::ExtendedSequenceNumber;
 use kcl::processor::{
@@ -23,6 +23,7 @@ use kcl::retrieval::ConsumerRecord;
 use super::Shared;
 use super::batch;
 use crate::buffer::{Buffer, BufferError, DiskBuffer, ObjectSummary, SealedObject};
+use crate::emit::EmitError;
 use crate::key::KeyFields;
 use crate::metrics as m;
 use crate::retry::with_backoff;
@@ -275,7 +276,10 @@ impl ShardArchiver {
             let key = key.unwrap_or_else(|| self.key(&sealed.summary));
             self.checkpoint(checkpointer, last.clone(), Some(key.clone().into_bytes()))
                 .await?;
-            self.upload(&key, &sealed).await;
+            if let Err(error) = self.upload(&key, &sealed).await {
+                tracing::error!(shard = %self.shard, %key, %error, "cannot read a buffered object back; stopping this shard's processor for the next owner to redo it");
+                return self.stop().await;
+            }
         }
         self.checkpoint(checkpointer, last, None).await?;
         self.release(&sealed).await
@@ -289,20 +293,30 @@ impl ShardArchiver {
         Ok(())
     }
 
-    /// Uploads until it works. The lease may be lost meanwhile; the upload
-    /// is then harmless (same key, same records, see the module docs).
-    async fn upload(&self, key: &str, sealed: &SealedObject) {
+    /// Uploads until it works, or until the object cannot be read back from
+    /// the buffer (damaged on disk: retrying cannot help, and the shard's
+    /// next owner redoes the object from Kinesis). The lease may be lost
+    /// meanwhile; the upload is then harmless (same key, same records, see
+    /// the module docs).
+    async fn upload(&self, key: &str, sealed: &SealedObject) -> Result<(), EmitError> {
         let shared = &self.shared;
-        let _ = with_backoff(
-            || shared.emitter.emit(key, sealed),
-            || true,
+        let unreadable = AtomicBool::new(false);
+        with_backoff(
+            || async {
+                let result = shared.emitter.emit(key, sealed).await;
+                if let Err(EmitError::Buffer(_)) = &result {
+                    unreadable.store(true, Relaxed);
+                }
+                result
+            },
+            || !unreadable.load(Relaxed),
             |error, delay| {
                 shared.stats.upload_retries.fetch_add(1, Relaxed);
                 metrics::counter!(m::UPLOAD_RETRIES).increment(1);
                 tracing::warn!(%key, %error, ?delay, "upload failed; retrying");
             },
         )
-        .await;
+        .await?;
         let stats = &shared.stats;
         stats.objects_uploaded.fetch_add(1, Relaxed);
         stats
@@ -315,6 +329,7 @@ impl ShardArchiver {
         metrics::counter!(m::RECORDS_UPLOADED).increment(sealed.summary.items);
         metrics::counter!(m::BYTES_UPLOADED).increment(sealed.summary.bytes);
         tracing::debug!(%key, items = sealed.summary.items, bytes = sealed.summary.bytes, "object uploaded");
+        Ok(())
     }
 
     async fn process(
