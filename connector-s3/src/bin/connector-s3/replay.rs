@@ -160,6 +160,8 @@ struct Progress {
     lines: u64,
     matched: u64,
     failed: Vec<(String, String)>,
+    /// Matching records that could not be published (skipped).
+    bad_records: u64,
     last_done: Option<String>,
 }
 
@@ -313,27 +315,47 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 progress.matched += 1;
                 match &mut sink {
                     Sink::Stream(producer, stream, _, results) => {
+                        // A record that cannot be published is reported and
+                        // skipped: stopping here would drop the records the
+                        // producer has already accepted.
                         let record = &line.record;
-                        let payload = record
+                        let user_record = record
                             .payload()
-                            .with_context(|| format!("{}: bad payload", line.key))?;
-                        let mut user_record = kpl::UserRecord::new(
-                            stream.as_str(),
-                            record.partition_key.as_str(),
-                            payload,
-                        );
-                        if let Some(ehk) = &record.explicit_hash_key {
-                            user_record = user_record
-                                .with_explicit_hash_key_str(ehk)
-                                .with_context(|| {
-                                    format!("{}: bad explicit hash key {ehk}", line.key)
-                                })?;
+                            .map_err(|error| format!("bad payload: {error}"))
+                            .and_then(|payload| {
+                                let user_record = kpl::UserRecord::new(
+                                    stream.as_str(),
+                                    record.partition_key.as_str(),
+                                    payload,
+                                );
+                                match &record.explicit_hash_key {
+                                    Some(ehk) => {
+                                        user_record.with_explicit_hash_key_str(ehk).map_err(
+                                            |error| format!("bad explicit hash key {ehk}: {error}"),
+                                        )
+                                    }
+                                    None => Ok(user_record),
+                                }
+                            });
+                        let pending = match user_record {
+                            Ok(user_record) => producer
+                                .add_user_record(user_record)
+                                .await
+                                .map_err(|error| format!("not accepted: {error}")),
+                            Err(error) => Err(error),
+                        };
+                        match pending {
+                            Ok(pending) => {
+                                let _ = results.send(pending).await;
+                            }
+                            Err(error) => {
+                                progress.bad_records += 1;
+                                eprintln!(
+                                    "replay: skipping record {}/{} of {}: {error}",
+                                    record.sequence_number, record.sub_sequence_number, line.key
+                                );
+                            }
                         }
-                        let pending = producer
-                            .add_user_record(user_record)
-                            .await
-                            .context("publishing")?;
-                        let _ = results.send(pending).await;
                     }
                     Sink::Output(out) => {
                         out.write_all(line.line.as_bytes()).await?;
@@ -413,7 +435,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         progress.lines,
         progress.matched,
         match published {
-            Some((ok, failed)) => format!(", {ok} published, {failed} not published"),
+            Some((ok, failed)) => format!(
+                ", {ok} published, {} not published",
+                failed + progress.bad_records
+            ),
             None => String::new(),
         },
         progress.failed.len(),
@@ -434,9 +459,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         return Err(error).context("--strict: stopping at a failed object");
     }
     if let Some((_, failed)) = published
-        && failed > 0
+        && failed + progress.bad_records > 0
     {
-        bail!("{failed} records could not be published");
+        bail!(
+            "{} records could not be published",
+            failed + progress.bad_records
+        );
     }
     Ok(())
 }
