@@ -181,9 +181,13 @@ impl Checkpointer {
     }
 
     /// The answer to a conditional write: refused means another owner.
-    fn lost(&mut self, lease_key: &str) -> CheckpointError {
+    fn answer(&mut self, written: bool, lease_key: &str) -> Result<(), CheckpointError> {
+        if written {
+            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+            return Ok(());
+        }
         self.end.get_or_insert(End::LeaseLost);
-        CheckpointError::LeaseLost(lease_key.to_owned())
+        Err(CheckpointError::LeaseLost(lease_key.to_owned()))
     }
 
     pub(crate) fn delivered(&mut self, position: ExtendedSequenceNumber) {
@@ -233,14 +237,9 @@ impl Checkpointer {
                 Some((&position, state.as_deref())),
             )
             .await?;
-        if ok {
-            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
-            Ok(())
-        } else {
-            let key = lease.lease_key.clone();
-            drop(lease);
-            Err(self.lost(&key))
-        }
+        let key = lease.lease_key.clone();
+        drop(lease);
+        self.answer(ok, &key)
     }
 
     /// Checkpoints SHARD_END; only after the shard has ended.
@@ -259,14 +258,9 @@ impl Checkpointer {
                 None,
             )
             .await?;
-        if ok {
-            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
-            Ok(())
-        } else {
-            let key = lease.lease_key.clone();
-            drop(lease);
-            Err(self.lost(&key))
-        }
+        let key = lease.lease_key.clone();
+        drop(lease);
+        self.answer(ok, &key)
     }
 
     /// Refuses every write once the lease is lost or released.
@@ -306,13 +300,8 @@ impl Checkpointer {
             .table
             .checkpoint(&mut lease, &self.worker_id, position, None)
             .await?;
-        if ok {
-            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
-            Ok(())
-        } else {
-            let key = lease.lease_key.clone();
-            drop(lease);
-            Err(self.lost(&key))
-        }
+        let key = lease.lease_key.clone();
+        drop(lease);
+        self.answer(ok, &key)
     }
 }

@@ -626,12 +626,8 @@ async fn shard_worker<P: RecordProcessor>(
         if let Some(last) = records.last() {
             metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
             checkpointer.delivered(last.extended_sequence_number());
-            let input = ProcessRecordsInput {
-                records,
-                millis_behind_latest: batch.millis_behind_latest,
-            };
-            processor.process_records(input, &mut checkpointer).await;
-        } else if config.process_empty_batches {
+        }
+        if !records.is_empty() || config.process_empty_batches {
             let input = ProcessRecordsInput {
                 records,
                 millis_behind_latest: batch.millis_behind_latest,
