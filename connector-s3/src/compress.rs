@@ -77,15 +77,6 @@ impl Compression {
         }
     }
 
-    /// The content encoding S3 objects are stored with, if any.
-    pub fn content_encoding(&self) -> Option<&'static str> {
-        match self {
-            Compression::Gzip { .. } => Some("gzip"),
-            Compression::Zstd { .. } => Some("zstd"),
-            Compression::None => None,
-        }
-    }
-
     /// Compresses one batch as one self-contained member/frame. CPU-bound:
     /// call it off the async workers.
     pub fn compress(&self, data: &[u8]) -> io::Result<Vec<u8>> {

@@ -495,6 +495,13 @@ fn help_and_check_config() {
     let bad = check(&[("CONNECTOR_S3_COMPRESSION", "lz4")]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("compression \"lz4\""));
+    let bad = check(&[("CONNECTOR_S3_MAX_OBJECT_AGE_SECS", "0")]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("max_object_age"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     write("key_template = \"{stream}/../{shard}\"\n");
     let bad = check(&[]);
     assert!(!bad.status.success());

@@ -376,9 +376,12 @@ impl S3ConnectorBuilder {
         if self.streams.len() > 1 {
             template.require("stream")?;
         }
-        if self.max_object_bytes == 0 || self.max_object_records == 0 {
+        if self.max_object_bytes == 0
+            || self.max_object_records == 0
+            || self.max_object_age.is_zero()
+        {
             return Err(ConnectorConfigError::Invalid {
-                name: "max_object_bytes / max_object_records",
+                name: "max_object_bytes / max_object_records / max_object_age",
                 message: "must be positive".into(),
             });
         }

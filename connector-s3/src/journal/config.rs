@@ -273,9 +273,9 @@ impl JournalConfigBuilder {
         for field in ["id", "lane", "object"] {
             template.require(field)?;
         }
-        if self.shards == 0 || self.max_batch_size == 0 {
+        if self.shards == 0 || self.max_batch_size == 0 || self.max_object_age.is_zero() {
             return Err(JournalError::Config {
-                name: "shards / max_batch_size",
+                name: "shards / max_batch_size / max_object_age",
                 message: "must be positive".into(),
             });
         }
