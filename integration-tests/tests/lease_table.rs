@@ -245,3 +245,71 @@ async fn a_table_written_by_the_java_kcl_is_read_with_its_checkpoints() {
     let mut lease = leases[0].clone();
     assert!(table.take(&mut lease, "rust-worker-1").await.expect("take"));
 }
+
+/// `ownerSwitchesSinceCheckpoint` counts changes of owner, as the Java KCL
+/// counts them: not the first take of a free lease, nor a worker retaking
+/// its own (issue 11, defect 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_switches_count_only_a_change_of_owner() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("app");
+    let table = LeaseTable::new(client.clone(), &name);
+    table.create_if_missing().await.expect("create");
+    let mut lease = Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON);
+    table.create_lease_if_absent(&lease).await.expect("put");
+    let switches = |item: &HashMap<String, AttributeValue>| {
+        item["ownerSwitchesSinceCheckpoint"]
+            .as_n()
+            .expect("N")
+            .clone()
+    };
+
+    assert!(table.take(&mut lease, "worker-1").await.expect("take"));
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    assert_eq!(switches(&item), "0", "a first take is not a switch");
+    assert_eq!(lease.owner_switches_since_checkpoint, 0);
+    assert!(table.take(&mut lease, "worker-1").await.expect("retake"));
+    assert_eq!(
+        switches(&raw_item(&client, &name, &lease.lease_key).await),
+        "0"
+    );
+    assert!(table.take(&mut lease, "worker-2").await.expect("steal"));
+    assert_eq!(
+        switches(&raw_item(&client, &name, &lease.lease_key).await),
+        "1"
+    );
+    assert_eq!(lease.owner_switches_since_checkpoint, 1);
+    assert_eq!(
+        table.get_lease(&lease.lease_key).await.expect("get"),
+        Some(lease)
+    );
+}
+
+/// Items that are not leases (KCL 3.5 keeps worker metrics, its leader lock
+/// and migration state in the lease table) are skipped, and a lease item
+/// that cannot be read is skipped and reported — never the whole scan
+/// failed (issue 11, defect 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_skips_items_that_are_not_leases_and_reports_unreadable_ones() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("app");
+    let table = LeaseTable::new(client.clone(), &name);
+    table.create_if_missing().await.expect("create");
+    let lease = Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON);
+    table.create_lease_if_absent(&lease).await.expect("put");
+    for item in integration_tests::resources::foreign_lease_table_items() {
+        client
+            .put_item()
+            .table_name(&name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+    let scan = table.scan().await.expect("scan");
+    assert_eq!(scan.leases, vec![lease]);
+    assert_eq!(scan.unreadable, vec!["shardId-000000000009".to_owned()]);
+    assert_eq!(table.list_leases().await.expect("list").len(), 1);
+}

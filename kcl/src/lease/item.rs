@@ -24,6 +24,9 @@ pub(crate) const STARTING_HASH_KEY: &str = "startingHashKey";
 pub(crate) const ENDING_HASH_KEY: &str = "endingHashKey";
 pub(crate) const STREAM_NAME: &str = "streamName";
 pub(crate) const SHARD_ID: &str = "shardId";
+/// KCL 3.5+: what an item of the lease table is (`LEASE`, `LEADER`,
+/// `WORKER_METRIC_STATS`, …); absent on leases written by older versions.
+pub(crate) const ENTITY_TYPE: &str = "entityType";
 
 /// One shard lease.
 ///
@@ -178,8 +181,42 @@ impl Lease {
         item
     }
 
+    /// Whether an item of the lease table is a lease: the Java KCL 3.5+
+    /// keeps its leader lock, migration state and worker metrics in the same
+    /// table, tagged with an `entityType` other than `LEASE`
+    /// (`leases/EntityType.java`); an item without `entityType` is a lease, as
+    /// `DynamoDBLeaseSerializer.fromDynamoRecord` reads it.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use aws_sdk_dynamodb::types::AttributeValue;
+    /// use kcl::lease::Lease;
+    /// let mut item = HashMap::from([("leaseKey".to_owned(), AttributeValue::S("worker-1".into()))]);
+    /// assert!(Lease::is_lease_item(&item));
+    /// item.insert("entityType".into(), AttributeValue::S("WORKER_METRIC_STATS".into()));
+    /// assert!(!Lease::is_lease_item(&item));
+    /// ```
+    pub fn is_lease_item(item: &HashMap<String, AttributeValue>) -> bool {
+        match item.get(ENTITY_TYPE) {
+            None | Some(AttributeValue::Null(_)) => true,
+            Some(AttributeValue::S(kind)) => kind == "LEASE",
+            Some(_) => false,
+        }
+    }
+
     /// Reads an item written by this crate or by the Java KCL (attributes it
     /// does not know, such as KCL 3.x's `throughputKBps`, are ignored).
+    ///
+    /// `pendingCheckpointState` is read as binary, as the Java KCL's update
+    /// path writes it; its create path (`toDynamoRecord`) writes a number (the
+    /// checkpoint's sub-sequence number, not the state), which is read as no
+    /// state — the Java KCL's own reader finds no bytes there either.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::InvalidItem`] naming the attribute when an attribute
+    /// has the wrong type or `checkpoint` is missing. Callers scanning a
+    /// table check [`Lease::is_lease_item`] first.
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, LeaseError> {
         let lease_key = match item.get(LEASE_KEY) {
             Some(AttributeValue::S(key)) => key.clone(),
@@ -232,6 +269,8 @@ impl Lease {
         let pending_checkpoint_state = match item.get(PENDING_CHECKPOINT_STATE) {
             None | Some(AttributeValue::Null(_)) => None,
             Some(AttributeValue::B(blob)) => Some(blob.as_ref().to_vec()),
+            // The Java KCL's create path writes a number here (see above).
+            Some(AttributeValue::N(_)) => None,
             Some(_) => return Err(invalid(PENDING_CHECKPOINT_STATE, "is not binary")),
         };
         let hash_key_range = match (string(STARTING_HASH_KEY)?, string(ENDING_HASH_KEY)?) {
@@ -329,5 +368,38 @@ mod tests {
             })
         ));
         assert!(Lease::from_item(&HashMap::new()).is_err());
+    }
+
+    /// The Java KCL's `toDynamoRecord` writes `pendingCheckpointState` as a
+    /// number when it creates a lease with a pending checkpoint; the update
+    /// path writes binary. Both are leases.
+    #[test]
+    fn pending_checkpoint_state_written_as_a_number_is_read() {
+        let mut item = Lease::new("shardId-000000000001", ExtendedSequenceNumber::LATEST).to_item();
+        item.insert(PENDING_CHECKPOINT.into(), AttributeValue::S("4959".into()));
+        item.insert(PENDING_CHECKPOINT_SUB.into(), AttributeValue::N("0".into()));
+        item.insert(
+            PENDING_CHECKPOINT_STATE.into(),
+            AttributeValue::N("0".into()),
+        );
+        let lease = Lease::from_item(&item).expect("a lease");
+        assert_eq!(lease.pending_checkpoint_state, None);
+        assert_eq!(
+            lease.pending_checkpoint,
+            Some(ExtendedSequenceNumber::new("4959", 0))
+        );
+    }
+
+    #[test]
+    fn items_of_other_entity_types_are_not_leases() {
+        let mut item = HashMap::from([
+            (LEASE_KEY.to_owned(), AttributeValue::S("worker-1".into())),
+            (ENTITY_TYPE.to_owned(), AttributeValue::S("LEASE".into())),
+        ]);
+        assert!(Lease::is_lease_item(&item));
+        for other in ["WORKER_METRIC_STATS", "LEADER", "CLIENT_VERSION_MIGRATION"] {
+            item.insert(ENTITY_TYPE.into(), AttributeValue::S(other.into()));
+            assert!(!Lease::is_lease_item(&item), "{other}");
+        }
     }
 }

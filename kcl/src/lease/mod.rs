@@ -10,7 +10,7 @@ mod table;
 mod taker;
 
 pub use item::Lease;
-pub use table::LeaseTable;
+pub use table::{LeaseScan, LeaseTable};
 pub use taker::{LeaseTaker, TakePlan};
 
 /// Errors of the lease table.

@@ -6,6 +6,8 @@
 //! require the counter, evictions the owner. A failed condition is not an
 //! error: the operation returns `Ok(false)` and the caller has lost the race.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::primitives::Blob;
@@ -39,6 +41,19 @@ use crate::checkpoint::ExtendedSequenceNumber;
 pub struct LeaseTable {
     client: aws_sdk_dynamodb::Client,
     name: String,
+    /// Keys of unreadable lease items already logged (each is logged once).
+    reported: Arc<StdMutex<HashSet<String>>>,
+}
+
+/// What a scan of the lease table found.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseScan {
+    /// Every lease that could be read.
+    pub leases: Vec<Lease>,
+    /// Keys of lease items that could not be read (a hand-edited attribute
+    /// of the wrong type, say): they are neither taken nor replaced, and
+    /// are logged once and counted in [`crate::metrics::UNREADABLE_LEASES`].
+    pub unreadable: Vec<String>,
 }
 
 fn n(value: u64) -> AttributeValue {
@@ -55,6 +70,7 @@ impl LeaseTable {
         Self {
             client,
             name: name.into(),
+            reported: Arc::default(),
         }
     }
 
@@ -137,9 +153,21 @@ impl LeaseTable {
         }
     }
 
-    /// Every lease, read consistently (Scan, following pages).
+    /// Every lease, read consistently (Scan, following pages). Items that are
+    /// not leases (the Java KCL 3.x's leader, migration and worker-metrics
+    /// items) and leases that cannot be read are left out: see
+    /// [`LeaseTable::scan`].
     pub async fn list_leases(&self) -> Result<Vec<Lease>, LeaseError> {
-        let mut leases = Vec::new();
+        Ok(self.scan().await?.leases)
+    }
+
+    /// Every lease, read consistently (Scan, following pages), and the keys
+    /// of lease items that could not be read. Items whose `entityType` says
+    /// they are not leases are skipped ([`Lease::is_lease_item`]). One
+    /// unreadable item never fails the scan: it is logged once (with its key
+    /// and what is wrong), counted, and reported in [`LeaseScan::unreadable`].
+    pub async fn scan(&self) -> Result<LeaseScan, LeaseError> {
+        let mut scan = LeaseScan::default();
         let mut pages = self
             .client
             .scan()
@@ -149,11 +177,36 @@ impl LeaseTable {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| LeaseError::dynamo("Scan", e))?;
-            for item in page.items() {
-                leases.push(Lease::from_item(item)?);
+            for item in page.items().iter().filter(|i| Lease::is_lease_item(i)) {
+                match Lease::from_item(item) {
+                    Ok(lease) => scan.leases.push(lease),
+                    Err(error) => {
+                        let key = match item.get(LEASE_KEY) {
+                            Some(AttributeValue::S(key)) => key.clone(),
+                            _ => String::new(),
+                        };
+                        self.report_unreadable(&key, &error);
+                        scan.unreadable.push(key);
+                    }
+                }
             }
         }
-        Ok(leases)
+        metrics::gauge!(crate::metrics::UNREADABLE_LEASES, "table" => self.name.clone())
+            .set(scan.unreadable.len() as f64);
+        Ok(scan)
+    }
+
+    /// Logs an unreadable lease item the first time it is seen.
+    fn report_unreadable(&self, key: &str, error: &LeaseError) {
+        let first = self
+            .reported
+            .lock()
+            .map(|mut reported| reported.insert(key.to_owned()))
+            .unwrap_or(true);
+        if first {
+            tracing::error!(table = %self.name, lease = %key, %error,
+                "a lease item cannot be read; it is skipped (neither taken nor replaced) until fixed");
+        }
     }
 
     /// One lease, read consistently.
@@ -193,31 +246,46 @@ impl LeaseTable {
     }
 
     /// Takes a lease for `new_owner` (free, expired, or stolen) if its counter
-    /// is still the one in `lease`; counts an owner switch.
+    /// is still the one in `lease`. An owner switch is counted only when the
+    /// lease had another owner, as the Java KCL's
+    /// `DynamoDBLeaseSerializer.getDynamoTakeLeaseUpdate` counts it (a first
+    /// take of a free lease is not a switch); the counter condition makes the
+    /// owner seen in `lease` the one replaced.
     pub async fn take(&self, lease: &mut Lease, new_owner: &str) -> Result<bool, LeaseError> {
-        let result = self
+        let switch = lease
+            .lease_owner
+            .as_deref()
+            .is_some_and(|old| old != new_owner);
+        let update = if switch {
+            "SET #counter = #counter + :one, #owner = :owner, \
+             #switches = if_not_exists(#switches, :zero) + :one"
+        } else {
+            "SET #counter = #counter + :one, #owner = :owner"
+        };
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, s(&lease.lease_key))
-            .update_expression(
-                "SET #counter = #counter + :one, #owner = :owner, \
-                 #switches = if_not_exists(#switches, :zero) + :one",
-            )
+            .update_expression(update)
             .condition_expression("#counter = :expected")
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
-            .expression_attribute_names("#switches", OWNER_SWITCHES)
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":expected", n(lease.lease_counter))
-            .expression_attribute_values(":owner", s(new_owner))
-            .send()
-            .await;
+            .expression_attribute_values(":owner", s(new_owner));
+        if switch {
+            request = request
+                .expression_attribute_names("#switches", OWNER_SWITCHES)
+                .expression_attribute_values(":zero", n(0));
+        }
+        let result = request.send().await;
         self.applied("UpdateItem (take)", result.map(|_| ()), || {
             lease.lease_counter += 1;
             lease.lease_owner = Some(new_owner.to_owned());
-            lease.owner_switches_since_checkpoint += 1;
+            if switch {
+                lease.owner_switches_since_checkpoint += 1;
+            }
         })
     }
 
