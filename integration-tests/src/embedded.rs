@@ -22,6 +22,9 @@ pub struct LocalAwsOptions {
     pub iterator_ttl_seconds: u64,
     /// Maximum number of open shards across all streams. Default: 1,000.
     pub shard_limit: u32,
+    /// How long an enhanced fan-out subscription lasts, in milliseconds.
+    /// Default: 300,000 (five minutes, as AWS).
+    pub subscription_millis: u64,
     /// Serve PutRecord(s) one at a time, so that records become visible in
     /// sequence order as in Kinesis (see `one_write_at_a_time`). Default:
     /// true. Turn it off only where nothing reads a shard while it is
@@ -35,6 +38,7 @@ impl Default for LocalAwsOptions {
             enforce_kinesis_limits: false,
             iterator_ttl_seconds: 300,
             shard_limit: 1000,
+            subscription_millis: 300_000,
             ordered_writes: true,
         }
     }
@@ -250,6 +254,7 @@ async fn start_kinesis(
         update_stream_ms: 0,
         shard_limit: options.shard_limit,
         iterator_ttl_seconds: options.iterator_ttl_seconds,
+        subscribe_to_shard_session_ms: options.subscription_millis,
         enforce_limits: options.enforce_kinesis_limits,
         ..Default::default()
     });

@@ -302,3 +302,48 @@ pub async fn merge_shards(
         .map_err(|e| Error::aws("MergeShards", e))?;
     wait_for_stream(client, stream).await
 }
+
+/// Sleeps until every record written before the call has an arrival time
+/// before the second the call returns in: the embedded Kinesis keeps arrival
+/// times in whole seconds, rounded to the nearest, so a test that starts
+/// reading at a time (or at LATEST) waits this long after its last earlier
+/// write (1.6 to 2.6 s).
+pub async fn sleep_past_arrival_times() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let after =
+        std::time::Duration::from_secs(now.as_secs() + 2) + std::time::Duration::from_millis(600);
+    tokio::time::sleep(after.saturating_sub(now)).await;
+}
+
+/// Items a lease table can hold besides readable leases: a KCL 3.5
+/// worker-metrics row and leader lock item (`entityType` other than `LEASE`,
+/// no `checkpoint`), and a hand-edited lease `shardId-000000000009` whose
+/// `leaseCounter` is a string.
+pub fn foreign_lease_table_items()
+-> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+    let s = |v: &str| AttributeValue::S(v.into());
+    let n = |v: &str| AttributeValue::N(v.into());
+    vec![
+        HashMap::from([
+            ("leaseKey".to_owned(), s("java-worker-1")),
+            ("entityType".to_owned(), s("WORKER_METRIC_STATS")),
+            ("lut".to_owned(), n("1764400000")),
+            ("sut".to_owned(), n("1764400000")),
+        ]),
+        HashMap::from([
+            ("leaseKey".to_owned(), s("Leader")),
+            ("entityType".to_owned(), s("LEADER")),
+            ("ownerName".to_owned(), s("java-worker-1")),
+            ("leaseDuration".to_owned(), n("120000")),
+        ]),
+        HashMap::from([
+            ("leaseKey".to_owned(), s("shardId-000000000009")),
+            ("leaseCounter".to_owned(), s("seven")),
+            ("checkpoint".to_owned(), s("TRIM_HORIZON")),
+        ]),
+    ]
+}

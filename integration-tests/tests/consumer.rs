@@ -940,3 +940,183 @@ async fn a_processor_that_releases_its_lease_is_replaced_at_its_checkpoint() {
 async fn a_checkpoint_that_finds_the_lease_taken_ends_the_processor() {
     a_processor_that_gives_up_is_replaced(GiveUp::LoseLease).await;
 }
+
+/// Records every record and counts every call, empty batches included (so a
+/// test knows each shard's reader has resolved its starting position).
+struct Watcher {
+    shard: String,
+    seen: Seen,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl RecordProcessor for Watcher {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        self.calls.lock().expect("lock").push(self.shard.clone());
+        {
+            let mut seen = self.seen.lock().expect("lock");
+            for record in &input.records {
+                seen.push((
+                    String::new(),
+                    self.shard.clone(),
+                    record.sequence_number.clone(),
+                    record.sub_sequence_number,
+                    String::from_utf8_lossy(&record.data).into_owned(),
+                ));
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint_shard_end().await;
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// A new application on a stream that was resharded before it started reads
+/// from its starting position only: at LATEST, none of the records written
+/// before it started — not those of the closed parent, nor those already in
+/// the children (issue 11, defect 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_application_at_latest_on_a_resharded_stream_reads_only_new_records() {
+    new_application_on_a_resharded_stream(|| StartingPosition::Latest).await;
+}
+
+/// The same at AT_TIMESTAMP after every record written before the start;
+/// also: each record once, in order (a closed parent's records were
+/// delivered twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_application_at_a_timestamp_on_a_resharded_stream_reads_only_later_records() {
+    new_application_on_a_resharded_stream(|| {
+        StartingPosition::AtTimestamp(std::time::SystemTime::now())
+    })
+    .await;
+}
+
+async fn new_application_on_a_resharded_stream(initial: impl FnOnce() -> StartingPosition) {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let (stream, old) = stream_with_records(&aws, "late-start", 1, 50).await;
+    resources::split_shard(&kinesis, &stream, &old[0].0)
+        .await
+        .expect("SplitShard");
+    // A new producer, whose shard map shows the children.
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let in_children = produce(&producer, &stream, 50, 200).await;
+    assert!(
+        in_children.iter().all(|r| r.0 != old[0].0),
+        "in the children"
+    );
+    // The embedded Kinesis keeps arrival times in whole seconds.
+    resources::sleep_past_arrival_times().await;
+    let initial = initial();
+
+    let seen: Seen = Arc::default();
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut config = config(&unique_name("app"), &stream, "worker-1");
+    config.initial_position = initial;
+    config.process_empty_batches = true;
+    let scheduler = {
+        let (seen, calls) = (seen.clone(), calls.clone());
+        Scheduler::new(aws.sdk_config(), config, move |shard: &str| Watcher {
+            shard: shard.to_owned(),
+            seen: seen.clone(),
+            calls: calls.clone(),
+        })
+    };
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(scheduler.run());
+    let children: HashSet<String> = in_children.iter().map(|r| r.0.clone()).collect();
+    wait_until("both children read", Duration::from_secs(30), || {
+        let calls = calls.lock().expect("lock");
+        children.iter().all(|c| calls.contains(c))
+    })
+    .await;
+    let new = produce(&producer, &stream, 1_000, 20).await;
+    producer.shutdown().await.expect("producer shutdown");
+    wait_until("the new records", Duration::from_secs(30), || {
+        seen.lock().expect("lock").len() >= new.len()
+    })
+    .await;
+    // Time for anything older to show up, too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    handle.graceful().await;
+    task.await.expect("scheduler task").expect("scheduler");
+
+    let seen = seen.lock().expect("lock").clone();
+    let mut got: Vec<String> = seen.iter().map(|s| s.4.clone()).collect();
+    got.sort();
+    let mut want: Vec<String> = new.iter().map(|r| r.3.clone()).collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "exactly the records written after the start, once"
+    );
+    resources::delete_stream(&kinesis, &stream)
+        .await
+        .expect("cleanup");
+}
+
+/// A worker started on a lease table that also holds a KCL 3.5 worker-metrics
+/// row, a leader item and an unreadable lease consumes every record, and
+/// leaves those items as they were (issue 11, defect 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_that_are_not_leases_do_not_stop_the_consumer() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, expected) = stream_with_records(&aws, "foreign-items", 2, 100).await;
+    let app = unique_name("app");
+    let dynamodb = aws.dynamodb_client();
+    LeaseTable::new(dynamodb.clone(), &app)
+        .create_if_missing()
+        .await
+        .expect("table");
+    let foreign = resources::foreign_lease_table_items();
+    for item in &foreign {
+        dynamodb
+            .put_item()
+            .table_name(&app)
+            .set_item(Some(item.clone()))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+    let seen: Seen = Arc::default();
+    let (handle, task) = start(aws.sdk_config(), config(&app, &stream, "worker-1"), &seen);
+    wait_until("every record", Duration::from_secs(30), || {
+        seen.lock().expect("lock").len() >= expected.len()
+    })
+    .await;
+    handle.graceful().await;
+    task.await.expect("scheduler task");
+    let got: HashSet<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.4.clone())
+        .collect();
+    assert_eq!(got.len(), expected.len(), "every record");
+    for item in foreign {
+        let key = item["leaseKey"].clone();
+        let stored = dynamodb
+            .get_item()
+            .table_name(&app)
+            .key("leaseKey", key)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item()
+            .cloned();
+        assert_eq!(stored, Some(item), "left as it was");
+    }
+}

@@ -391,3 +391,120 @@ async fn an_expired_iterator_is_renewed_after_the_last_record_read() {
     }
     assert_eq!(read, sent, "every record once, in order");
 }
+
+/// Puts `count` plain records numbered from `first`; returns their data.
+async fn put_plain(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    first: usize,
+    count: usize,
+) -> Vec<String> {
+    let mut sent = Vec::new();
+    for i in first..first + count {
+        let data = format!("r{i:03}");
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(format!("k{i}"))
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .send()
+            .await
+            .expect("PutRecord");
+        sent.push(data);
+    }
+    sent
+}
+
+fn data_of(records: &[ConsumerRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+        .collect()
+}
+
+/// A shard started at LATEST whose iterator expires before any record came
+/// is not resolved at LATEST again: the records written in between are read
+/// (issue 11, defect 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_iterator_at_latest_does_not_skip_records_written_meanwhile() {
+    let aws = LocalAws::start_with(integration_tests::embedded::LocalAwsOptions {
+        iterator_ttl_seconds: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("latest-expiry");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    put_plain(&client, &stream, 0, 3).await;
+    // The embedded Kinesis keeps arrival times in whole seconds.
+    resources::sleep_past_arrival_times().await;
+    let mut reader = ShardReader::new(
+        client.clone(),
+        &stream,
+        "shardId-000000000000",
+        ExtendedSequenceNumber::LATEST,
+        StartingPosition::Latest,
+    );
+    let first = reader.next_batch().await.expect("first batch");
+    assert!(first.records.is_empty(), "LATEST: nothing older");
+    let sent = put_plain(&client, &stream, 3, 5).await;
+    // Longer than the iterator lives.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let mut read = Vec::new();
+    for _ in 0..20 {
+        if read.len() >= sent.len() {
+            break;
+        }
+        read.extend(data_of(&reader.next_batch().await.expect("batch").records));
+    }
+    assert_eq!(read, sent, "the records written before the renewal, once");
+}
+
+/// A fan-out subscription at LATEST that ends before any record came is
+/// renewed at its continuation, not at LATEST again (issue 11, defect 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_subscription_at_latest_does_not_skip_records_written_meanwhile() {
+    let aws = LocalAws::start_with(integration_tests::embedded::LocalAwsOptions {
+        subscription_millis: 1_000,
+        ..Default::default()
+    })
+    .await
+    .expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("latest-efo");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    put_plain(&client, &stream, 0, 3).await;
+    let consumer_arn = kcl::retrieval::register_consumer(&client, &stream, "renewal")
+        .await
+        .expect("consumer");
+    let mut reader = kcl::retrieval::FanOutReader::new(
+        client.clone(),
+        &stream,
+        consumer_arn,
+        "shardId-000000000000",
+        ExtendedSequenceNumber::LATEST,
+        StartingPosition::Latest,
+    );
+    let mut read = data_of(&reader.next_batch().await.expect("first batch").records);
+    let started = std::time::Instant::now();
+    while reader.is_subscribed() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the subscription never ended"
+        );
+        read.extend(data_of(&reader.next_batch().await.expect("batch").records));
+    }
+    assert!(read.is_empty(), "LATEST: nothing older, got {read:?}");
+    // Written while no subscription is open.
+    let sent = put_plain(&client, &stream, 3, 5).await;
+    let started = std::time::Instant::now();
+    while read.len() < sent.len() && started.elapsed() < std::time::Duration::from_secs(10) {
+        read.extend(data_of(&reader.next_batch().await.expect("batch").records));
+    }
+    assert_eq!(read, sent, "the records written before the renewal, once");
+}

@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod processor;
 pub mod retrieval;
 pub mod scheduler;
+mod shard_consumer;
+mod shard_sync;
 
 /// An error's message followed by those of its sources, `": "`-separated:
 /// the SDK's top-level messages alone ("service error") say too little.

@@ -14,3 +14,11 @@ pub const LEASES_HELD: &str = "kcl_leases_held";
 pub const MILLIS_BEHIND_LATEST: &str = "kcl_millis_behind_latest";
 /// Counter: sub-records outside their shard's hash range (delivered anyway).
 pub const OUT_OF_RANGE_SUB_RECORDS: &str = crate::retrieval::OUT_OF_RANGE_SUB_RECORDS;
+/// Gauge (label `table`): lease items the last scan could not read (skipped,
+/// neither taken nor replaced; each is logged once with its key).
+pub const UNREADABLE_LEASES: &str = "kcl_unreadable_lease_items";
+/// Counter (label `shard`): records a reader handed over again at or before
+/// a position already delivered under the same lease, dropped before the
+/// processor sees them (a processor sees each record at most once per lease,
+/// in increasing order).
+pub const REPEATED_RECORDS_DROPPED: &str = "kcl_repeated_records_dropped_total";

@@ -1,5 +1,6 @@
-//! The worker loop: shard sync, lease renewal and taking, one task per held
-//! shard, graceful shutdown.
+//! The scheduler: the worker loop that wires the roles together — shard sync
+//! ([`crate::shard_sync`]), lease renewal and taking, one shard consumer
+//! ([`crate::shard_consumer`]) per held lease, graceful shutdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,12 +12,10 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
 use crate::metrics as m;
-use crate::processor::{
-    Checkpointer, End, InitializationInput, ProcessRecordsInput, RecordProcessor,
-};
-use crate::retrieval::{
-    FanOutReader, Prefetcher, ShardReader, Source, StartingPosition, register_consumer,
-};
+use crate::processor::RecordProcessor;
+use crate::retrieval::{StartingPosition, register_consumer};
+use crate::shard_consumer::{self, ShardContext, Stop};
+use crate::shard_sync::ShardSyncer;
 
 /// Consumer settings. Defaults as the Java KCL's unless noted.
 #[derive(Debug, Clone)]
@@ -123,13 +122,6 @@ pub enum ConsumerError {
     /// The enhanced fan-out consumer could not be registered.
     #[error(transparent)]
     Retrieval(#[from] crate::retrieval::RetrievalError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Run,
-    LeaseLost,
-    Shutdown,
 }
 
 struct Held {
@@ -251,7 +243,7 @@ where
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
             if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
-                match self.sync_shards().await {
+                match self.shard_syncer().sync(&self.config.streams).await {
                     Ok(()) => last_sync = Some(Instant::now()),
                     Err(error) => tracing::warn!(%error, "shard sync failed"),
                 }
@@ -329,7 +321,8 @@ where
         }
         stopping.retain(|_, task| !task.is_finished());
 
-        let leases = self.table.list_leases().await?;
+        let scan = self.table.scan().await?;
+        let leases = scan.leases;
         let plan = taker.plan(&leases, Instant::now());
         for key in plan.take.into_iter().chain(plan.steal) {
             if stopping.contains_key(&key) {
@@ -356,12 +349,15 @@ where
 
         metrics::gauge!(m::LEASES_HELD).set(held.len() as f64);
 
-        // Start the shards whose parents have finished.
+        // Start the shards whose parents have finished (a parent without a
+        // lease is done or was never to be read; an unreadable one is not
+        // known to be done).
         let finished = |key: &str| {
-            leases
-                .iter()
-                .find(|l| l.lease_key == key)
-                .is_none_or(|l| l.checkpoint == ExtendedSequenceNumber::SHARD_END)
+            !scan.unreadable.iter().any(|k| k == key)
+                && leases
+                    .iter()
+                    .find(|l| l.lease_key == key)
+                    .is_none_or(|l| l.checkpoint == ExtendedSequenceNumber::SHARD_END)
         };
         for held_lease in held.values_mut() {
             if held_lease.task.is_some() {
@@ -383,7 +379,7 @@ where
                     consumer_arn: consumer_arns.get(&stream).cloned(),
                     stream,
                 };
-                let task = tasks.spawn(shard_worker(
+                let task = tasks.spawn(shard_consumer::run(
                     processor,
                     context,
                     held_lease.stop.subscribe(),
@@ -413,6 +409,15 @@ where
         Ok(())
     }
 
+    fn shard_syncer(&self) -> ShardSyncer {
+        ShardSyncer::new(
+            self.kinesis.clone(),
+            self.table.clone(),
+            self.config.initial_position,
+            self.config.multi_stream,
+        )
+    }
+
     /// The stream a lease belongs to.
     fn stream_of(&self, lease: &Lease) -> String {
         lease
@@ -420,241 +425,5 @@ where
             .map(str::to_owned)
             .or_else(|| self.config.streams.first().cloned())
             .unwrap_or_default()
-    }
-
-    /// Creates leases for shards that have none, in every stream.
-    async fn sync_shards(&self) -> Result<(), LeaseError> {
-        for stream in &self.config.streams {
-            let identifier = if self.config.multi_stream {
-                Some(self.stream_identifier(stream).await?)
-            } else {
-                None
-            };
-            self.sync_stream(stream, identifier.as_deref()).await?;
-        }
-        Ok(())
-    }
-
-    /// `account:stream:creationEpoch`, as the Java KCL identifies streams in
-    /// multi-stream lease keys.
-    async fn stream_identifier(&self, stream: &str) -> Result<String, LeaseError> {
-        let out = self
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .map_err(|e| LeaseError::dynamo("DescribeStreamSummary", e))?;
-        let summary = out.stream_description_summary();
-        let account = summary
-            .and_then(|s| s.stream_arn().split(':').nth(4))
-            .unwrap_or_default();
-        let epoch = summary.map_or(0, |s| s.stream_creation_timestamp().secs());
-        Ok(format!("{account}:{stream}:{epoch}"))
-    }
-
-    /// Creates leases for the shards of one stream that have none.
-    async fn sync_stream(&self, stream: &str, identifier: Option<&str>) -> Result<(), LeaseError> {
-        let shards = kpl::shard_map::list_shards(&self.kinesis, stream)
-            .await
-            .map_err(|e| LeaseError::dynamo("ListShards", e))?;
-        let ids: std::collections::HashSet<&str> = shards.iter().map(|s| s.shard_id()).collect();
-        for shard in &shards {
-            let parents: Vec<String> = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                .into_iter()
-                .flatten()
-                .filter(|p| ids.contains(p))
-                .map(str::to_owned)
-                .collect();
-            // Children start at the beginning: their parents' records come first.
-            let start = if parents.is_empty() {
-                match self.config.initial_position {
-                    StartingPosition::TrimHorizon => ExtendedSequenceNumber::TRIM_HORIZON,
-                    StartingPosition::Latest => ExtendedSequenceNumber::LATEST,
-                    StartingPosition::AtTimestamp(_) => ExtendedSequenceNumber::AT_TIMESTAMP,
-                }
-            } else {
-                ExtendedSequenceNumber::TRIM_HORIZON
-            };
-            let mut lease = match identifier {
-                Some(identifier) => Lease::multi_stream(identifier, shard.shard_id(), start),
-                None => Lease::new(shard.shard_id(), start),
-            };
-            lease.parent_shard_ids = parents;
-            lease.child_shard_ids = shards
-                .iter()
-                .filter(|s| {
-                    s.parent_shard_id() == Some(shard.shard_id())
-                        || s.adjacent_parent_shard_id() == Some(shard.shard_id())
-                })
-                .map(|s| s.shard_id().to_owned())
-                .collect();
-            if let Some(range) = shard.hash_key_range() {
-                lease.hash_key_range = Some((
-                    range.starting_hash_key().to_owned(),
-                    range.ending_hash_key().to_owned(),
-                ));
-            }
-            self.table.create_lease_if_absent(&lease).await?;
-        }
-        Ok(())
-    }
-}
-
-/// What a shard task needs besides its processor.
-struct ShardContext {
-    table: LeaseTable,
-    lease: Arc<Mutex<Lease>>,
-    kinesis: aws_sdk_kinesis::Client,
-    config: ConsumerConfig,
-    stream: String,
-    consumer_arn: Option<String>,
-}
-
-/// Runs one shard's processor until the shard ends, the lease is lost, or
-/// the worker shuts down.
-async fn shard_worker<P: RecordProcessor>(
-    mut processor: P,
-    context: ShardContext,
-    mut stop: watch::Receiver<Stop>,
-) {
-    let ShardContext {
-        table,
-        lease,
-        kinesis,
-        config,
-        stream,
-        consumer_arn,
-    } = context;
-    let snapshot = lease.lock().await.clone();
-    let shard_id = snapshot.shard().to_owned();
-    if snapshot.checkpoint == ExtendedSequenceNumber::SHARD_END {
-        return;
-    }
-    processor
-        .initialize(InitializationInput {
-            stream_name: stream.clone(),
-            shard_id: shard_id.clone(),
-            extended_sequence_number: snapshot.checkpoint.clone(),
-            pending_checkpoint: snapshot
-                .pending_checkpoint
-                .clone()
-                .map(|p| (p, snapshot.pending_checkpoint_state.clone())),
-        })
-        .await;
-    let hash_range = snapshot
-        .hash_key_range
-        .as_ref()
-        .and_then(|(start, end)| Some((start.parse::<u128>().ok()?, end.parse::<u128>().ok()?)));
-    let source = match consumer_arn {
-        Some(arn) => {
-            let mut reader = FanOutReader::new(
-                kinesis,
-                &stream,
-                arn,
-                &shard_id,
-                snapshot.checkpoint.clone(),
-                config.initial_position,
-            );
-            if let Some((start, end)) = hash_range {
-                reader = reader.with_hash_range(start, end);
-            }
-            Source::FanOut(Box::new(reader))
-        }
-        None => {
-            let mut reader = ShardReader::new(
-                kinesis,
-                &stream,
-                &shard_id,
-                snapshot.checkpoint.clone(),
-                config.initial_position,
-            )
-            .with_limit(config.max_records);
-            if let Some((start, end)) = hash_range {
-                reader = reader.with_hash_range(start, end);
-            }
-            Source::Polling(reader)
-        }
-    };
-    let mut prefetcher = Prefetcher::spawn(
-        source,
-        config.max_prefetch_records,
-        config.max_prefetch_bytes,
-        config.idle_time_between_reads,
-    );
-    let mut checkpointer = Checkpointer::new(
-        table,
-        lease,
-        config.worker_id.clone(),
-        snapshot.checkpoint.clone(),
-    );
-    loop {
-        let state = *stop.borrow();
-        match state {
-            Stop::Run => {}
-            Stop::LeaseLost => {
-                processor.lease_lost().await;
-                return;
-            }
-            Stop::Shutdown => {
-                processor.shutdown_requested(&mut checkpointer).await;
-                return;
-            }
-        }
-        let next = tokio::select! {
-            next = prefetcher.next() => next,
-            _ = stop.changed() => continue,
-        };
-        let mut prefetched = match next {
-            Some(Ok(prefetched)) => prefetched,
-            Some(Err(error)) => {
-                tracing::warn!(shard = %shard_id, %error, "reading the shard failed");
-                continue;
-            }
-            // The read-ahead task ended without a shard end: cannot happen
-            // unless it panicked; stop this shard, its lease will be retaken.
-            None => return,
-        };
-        // Holding `prefetched` keeps its share of the read-ahead bounds until
-        // the batch has been processed.
-        let records = std::mem::take(&mut prefetched.batch.records);
-        let batch = &prefetched.batch;
-        if let Some(millis) = batch.millis_behind_latest {
-            metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard" => shard_id.clone())
-                .set(millis as f64);
-        }
-        if let Some(last) = records.last() {
-            metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
-            checkpointer.delivered(last.extended_sequence_number());
-        }
-        if !records.is_empty() || config.process_empty_batches {
-            let input = ProcessRecordsInput {
-                records,
-                millis_behind_latest: batch.millis_behind_latest,
-            };
-            processor.process_records(input, &mut checkpointer).await;
-        }
-        // A checkpoint that found another owner, or a processor that gave
-        // its lease back, ends this shard here; the scheduler then releases
-        // the lease (if still ours) for a new processor to resume at the
-        // checkpoint.
-        match checkpointer.end() {
-            Some(End::LeaseLost) => {
-                tracing::info!(shard = %shard_id, "a checkpoint found the lease taken");
-                processor.lease_lost().await;
-                return;
-            }
-            Some(End::Released) => {
-                tracing::info!(shard = %shard_id, "the processor released its lease");
-                return;
-            }
-            None => {}
-        }
-        if batch.shard_end.is_some() {
-            checkpointer.set_shard_ended();
-            processor.shard_ended(&mut checkpointer).await;
-            return;
-        }
-        drop(prefetched);
     }
 }

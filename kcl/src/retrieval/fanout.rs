@@ -9,7 +9,7 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, StartingPosition as SdkStartingPosition, SubscribeToShardEventStream,
 };
 
-use super::convert::{children, convert, resume_at};
+use super::convert::{Resume, children, convert};
 use super::{Batch, RetrievalError, StartingPosition};
 use crate::checkpoint::ExtendedSequenceNumber;
 
@@ -79,7 +79,7 @@ pub struct FanOutReader {
     consumer_arn: String,
     shard_id: String,
     after: ExtendedSequenceNumber,
-    initial: StartingPosition,
+    resume: Resume,
     events: Option<EventReceiver<SubscribeToShardEventStream, SubscribeToShardEventStreamError>>,
     ended: bool,
     hash_range: Option<(u128, u128)>,
@@ -102,7 +102,7 @@ impl FanOutReader {
             consumer_arn: consumer_arn.into(),
             shard_id: shard_id.into(),
             after: checkpoint,
-            initial,
+            resume: Resume::new(initial),
             events: None,
             ended: false,
             hash_range: None,
@@ -115,15 +115,22 @@ impl FanOutReader {
         self
     }
 
+    /// Whether a subscription is open (one ends after about five minutes, or
+    /// on an error; the next [`next_batch`](Self::next_batch) renews it).
+    pub fn is_subscribed(&self) -> bool {
+        self.events.is_some()
+    }
+
     fn error(&self, operation: &'static str, error: impl std::error::Error) -> RetrievalError {
         RetrievalError::kinesis(operation, &self.shard_id, error)
     }
 
     /// Subscribes at the current position: AT_SEQUENCE_NUMBER of the last
-    /// record processed (what is at or before it is skipped), or the starting
-    /// position.
+    /// record processed (what is at or before it is skipped), else of the
+    /// last subscription's continuation, else the starting position (LATEST
+    /// only once: see [`Resume`]).
     async fn subscribe(&mut self) -> Result<(), RetrievalError> {
-        let (kind, sequence, timestamp) = resume_at(&self.after, self.initial);
+        let (kind, sequence, timestamp) = self.resume.position(&self.after);
         let position = SdkStartingPosition::builder()
             .r#type(kind)
             .set_sequence_number(sequence)
@@ -174,9 +181,12 @@ impl FanOutReader {
         let records = convert(
             event.records(),
             &mut self.after,
+            &self.resume,
             &self.shard_id,
             self.hash_range,
         );
+        self.resume
+            .set_continuation(event.continuation_sequence_number());
         let named: Vec<String> = event
             .child_shards()
             .iter()

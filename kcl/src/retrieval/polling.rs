@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::convert::{children, convert, resume_at};
+use super::convert::{Resume, children, convert};
 use super::{ConsumerRecord, RetrievalError};
 use crate::checkpoint::ExtendedSequenceNumber;
 /// Where a shard without a checkpoint starts.
@@ -50,7 +50,7 @@ pub struct ShardReader {
     shard_id: String,
     /// Everything at or before this has been processed.
     after: ExtendedSequenceNumber,
-    initial: StartingPosition,
+    resume: Resume,
     iterator: Option<String>,
     started: bool,
     ended: bool,
@@ -74,7 +74,7 @@ impl ShardReader {
             stream: stream.into(),
             shard_id: shard_id.into(),
             after: checkpoint,
-            initial,
+            resume: Resume::new(initial),
             iterator: None,
             started: false,
             ended: false,
@@ -101,14 +101,15 @@ impl ShardReader {
 
     /// A shard iterator at the current position: AT_SEQUENCE_NUMBER of the
     /// last processed record (so a half-processed aggregate is read again
-    /// and its processed sub-records skipped), or the starting position.
-    async fn fresh_iterator(&self) -> Result<Option<String>, RetrievalError> {
+    /// and its processed sub-records skipped), or the starting position
+    /// (LATEST only once: see [`Resume`]).
+    async fn fresh_iterator(&mut self) -> Result<Option<String>, RetrievalError> {
         let request = self
             .client
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(&self.shard_id);
-        let (kind, sequence, timestamp) = resume_at(&self.after, self.initial);
+        let (kind, sequence, timestamp) = self.resume.position(&self.after);
         let request = request
             .shard_iterator_type(kind)
             .set_starting_sequence_number(sequence)
@@ -162,6 +163,7 @@ impl ShardReader {
         let records = convert(
             out.records(),
             &mut self.after,
+            &self.resume,
             &self.shard_id,
             self.hash_range,
         );
