@@ -1048,8 +1048,10 @@ async fn new_application_on_a_resharded_stream(initial: impl FnOnce() -> Startin
         seen.lock().expect("lock").len() >= new.len()
     })
     .await;
-    // Time for anything older to show up, too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Time for anything older to show up too: a parent's lease is deleted
+    // once its children have checkpointed, and a shard sync (every second
+    // here) once leased it again, reading the parent a second time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     handle.graceful().await;
     task.await.expect("scheduler task").expect("scheduler");
 
