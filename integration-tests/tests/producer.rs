@@ -312,3 +312,50 @@ async fn at_three_times_a_shards_limit_everything_arrives_and_the_limiter_adapts
         ratio * 100.0
     );
 }
+
+/// Issue 11: a ValidationException about a long partition key came back as
+/// its first 512 bytes, the echoed key only, without the constraint that
+/// failed (at the end of the message).
+///
+/// The key is 256 four-byte characters: within AWS's limit, which is in
+/// Unicode characters (and so within the producer's validation), but the
+/// embedded Kinesis counts UTF-8 bytes and refuses it, echoing 1 KiB of key
+/// before naming the constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_validation_error_keeps_the_constraint_that_failed() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("kpl-long-error");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let key = "😀".repeat(256);
+    let pending = producer
+        .add_user_record(UserRecord::new(&stream, key, "payload"))
+        .await
+        .expect("256 characters are a valid partition key");
+    match pending.await {
+        Err(RecordError::Failed { code, message, .. }) => {
+            assert_eq!(code, "ValidationException");
+            assert!(
+                message.contains("Member must have length less than or equal to 256"),
+                "the constraint is kept: {message}"
+            );
+            assert!(message.contains("bytes elided]"), "{message}");
+            assert!(
+                message.len() <= kpl::error::MAX_ERROR_MESSAGE,
+                "{} bytes",
+                message.len()
+            );
+        }
+        other => panic!("expected the embedded Kinesis to refuse the key, got {other:?}"),
+    }
+    producer.shutdown().await.expect("shutdown");
+    resources::delete_stream(&client, &stream)
+        .await
+        .expect("delete");
+}

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::aggregation::AggregateBuilder;
 use crate::config::ProducerConfig;
-use crate::error::RecordError;
+use crate::error::{MAX_ERROR_MESSAGE, RecordError, elide_middle};
 use crate::hash_key::HashKeyCache;
 use crate::limiter::ShardLimiter;
 use crate::metrics as m;
@@ -31,8 +31,6 @@ const PERMANENT_ENTRY_ERRORS: &[&str] = &[
     "AccessDeniedException",
 ];
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
-/// Longest error message kept per attempt.
-const MAX_ERROR_MESSAGE: usize = 512;
 /// Partition key hashes remembered: 4,096 slots, about 200 KiB with typical
 /// short keys (at most 1 MiB with 256-byte keys); larger tables miss the CPU
 /// caches and cost as much as the MD5 they save.
@@ -549,8 +547,12 @@ impl Core {
                 shard.limiter.on_throttle(now);
             }
         }
-        // Every record of the entry keeps a copy: keep it short.
-        let message = truncate(message, MAX_ERROR_MESSAGE);
+        // Every record of the entry keeps a copy: keep it short, and keep its
+        // end, where services say what failed.
+        let message = match elide_middle(&message, MAX_ERROR_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(short) => short,
+        };
         for mut pending in entry.pendings {
             pending.attempts.push(Attempt {
                 delay: started.saturating_duration_since(pending.since),
@@ -660,17 +662,4 @@ impl Core {
             self.complete(pending, Err(RecordError::ProducerStopped { record }));
         }
     }
-}
-
-/// Cuts an error message to at most `max` bytes, on a character boundary.
-fn truncate(mut message: String, max: usize) -> String {
-    if message.len() > max {
-        let mut end = max;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
 }
