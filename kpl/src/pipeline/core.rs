@@ -13,6 +13,7 @@ use crate::config::ProducerConfig;
 use crate::error::{MAX_ERROR_MESSAGE, RecordError, elide_middle};
 use crate::hash_key::HashKeyCache;
 use crate::limiter::ShardLimiter;
+use crate::limits::StreamLimits;
 use crate::metrics as m;
 use crate::record::{Attempt, AttemptError, UserRecordResult};
 use crate::shard_map::ShardMap;
@@ -42,6 +43,9 @@ struct StreamState {
     map: Option<Arc<ShardMap>>,
     shards: HashMap<Arc<str>, ShardState>,
     collector: Collector,
+    /// As last read from DescribeStreamSummary; the default (1 MiB records,
+    /// 5 MiB requests) until then.
+    limits: StreamLimits,
     /// The map should be (re)loaded.
     map_wanted: bool,
     /// Records that arrived before the first map: they wait for it, but no
@@ -112,6 +116,7 @@ impl Core {
             map: None,
             shards: HashMap::default(),
             collector: Collector::default(),
+            limits: StreamLimits::default(),
             map_wanted: true,
             unmapped: Vec::new(),
             unmapped_deadline: None,
@@ -129,6 +134,20 @@ impl Core {
     /// Names of every stream seen so far.
     pub fn stream_names(&self) -> Vec<Arc<str>> {
         self.streams.keys().cloned().collect()
+    }
+
+    /// Installs a stream's size limits as read from DescribeStreamSummary:
+    /// aggregates and requests built from now on are held to them.
+    pub fn set_stream_limits(&mut self, stream: &str, limits: StreamLimits) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        state.limits = limits;
+        for shard in state.shards.values_mut() {
+            shard
+                .limiter
+                .raise_max_record_bytes(limits.max_record_size());
+        }
     }
 
     /// Installs a freshly loaded shard map. Records buffered for shards that
@@ -215,6 +234,7 @@ impl Core {
             drain_collector(
                 &mut state.collector,
                 &state.name,
+                max_request_size(config, state.limits),
                 config,
                 false,
                 &mut self.ready,
@@ -234,7 +254,7 @@ impl Core {
                     queue: VecDeque::new(),
                     limiter: ShardLimiter::new(
                         config.rate_limit,
-                        config.max_user_record_size + 1024,
+                        state.limits.max_record_size(),
                         now,
                     ),
                 },
@@ -249,12 +269,17 @@ impl Core {
             return;
         }
         let record = &pending.record;
+        let outer_key = shard
+            .aggregator
+            .partition_key()
+            .unwrap_or(record.partition_key());
+        let max_size = max_aggregate_size(config, state.limits, outer_key);
         let fits = shard.aggregator.len() < config.aggregation_max_count
             && shard.aggregator.try_add(
                 record.partition_key(),
                 record.explicit_hash_key(),
                 record.data(),
-                config.aggregation_max_size,
+                max_size,
             );
         if !fits {
             flush_aggregator(shard);
@@ -268,8 +293,9 @@ impl Core {
         shard.deadline = Some(shard.deadline.map_or(deadline, |d| d.min(deadline)));
         shard.pendings.push(pending);
         // A full aggregate goes at once.
+        let outer_key = shard.aggregator.partition_key().unwrap_or_default();
         if shard.aggregator.len() >= config.aggregation_max_count
-            || shard.aggregator.encoded_len() >= config.aggregation_max_size
+            || shard.aggregator.encoded_len() >= max_aggregate_size(config, state.limits, outer_key)
         {
             flush_aggregator(shard);
         }
@@ -363,6 +389,7 @@ impl Core {
                     drain_collector(
                         &mut state.collector,
                         &state.name,
+                        max_request_size(&config, state.limits),
                         &config,
                         false,
                         &mut self.ready,
@@ -374,6 +401,7 @@ impl Core {
             drain_collector(
                 collector,
                 &state.name,
+                max_request_size(&config, state.limits),
                 &config,
                 due || flushing,
                 &mut self.ready,
@@ -662,4 +690,19 @@ impl Core {
             self.complete(pending, Err(RecordError::ProducerStopped { record }));
         }
     }
+}
+
+/// Most bytes of an aggregate whose outer partition key is `outer_key`:
+/// `aggregation_max_size`, and never so much that the aggregate plus that key
+/// (what Kinesis counts) exceeds the stream's record limit.
+fn max_aggregate_size(config: &ProducerConfig, limits: StreamLimits, outer_key: &str) -> usize {
+    config
+        .aggregation_max_size
+        .min(limits.max_record_size().saturating_sub(outer_key.len()))
+}
+
+/// Most bytes (data plus partition keys) of one PutRecords request to the
+/// stream: `collection_max_size`, within the stream's request limit.
+fn max_request_size(config: &ProducerConfig, limits: StreamLimits) -> usize {
+    config.collection_max_size.min(limits.max_request_size())
 }
