@@ -3,11 +3,16 @@
 //! lost after the request was applied, and a stalled endpoint.
 //!
 //! Only PutRecords calls are faulted; every other call is forwarded as is.
+//! The successful answers of any one operation can also be rewritten
+//! ([`FaultProxy::rewrite_responses`]), for what an emulator does not report
+//! (the embedded Kinesis leaves `MaxRecordSizeInKiB` out of
+//! DescribeStreamSummary, say).
 //! Faults that are not forwarded (`fail`, `throttle`, the failed part of
 //! `partial`) store nothing, so a producer that retries them must not create
 //! duplicates; `drop_response` forwards the call and then answers 500, the one
 //! fault after which a duplicate is legitimate (and counted).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,8 +81,13 @@ impl FaultCounts {
     }
 }
 
+/// Changes an operation's JSON answer in place.
+type Rewrite = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
 struct State {
     upstream: String,
+    /// By operation name (the `X-Amz-Target` after its last dot).
+    rewrites: Mutex<HashMap<String, Rewrite>>,
     client: Client<HttpConnector, Full<Bytes>>,
     faults: Mutex<Faults>,
     counts: Arc<FaultCounts>,
@@ -117,6 +127,7 @@ impl FaultProxy {
         let (stall, stalled) = watch::channel(false);
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_owned(),
+            rewrites: Mutex::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
             faults: Mutex::new(faults),
             counts: Arc::new(FaultCounts::default()),
@@ -162,6 +173,29 @@ impl FaultProxy {
         }
     }
 
+    /// Rewrites every successful (200) JSON answer to `operation` (as named
+    /// in `X-Amz-Target` after the dot: `"DescribeStreamSummary"`) with
+    /// `rewrite` before the client sees it; replaces an earlier rewrite of
+    /// the same operation. Error answers, and answers that are not JSON, pass
+    /// unchanged.
+    ///
+    /// ```no_run
+    /// # fn demo(proxy: &integration_tests::FaultProxy) {
+    /// proxy.rewrite_responses("DescribeStreamSummary", |answer| {
+    ///     answer["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] = 2048.into();
+    /// });
+    /// # }
+    /// ```
+    pub fn rewrite_responses(
+        &self,
+        operation: &str,
+        rewrite: impl Fn(&mut Value) + Send + Sync + 'static,
+    ) {
+        if let Ok(mut rewrites) = self.state.rewrites.lock() {
+            rewrites.insert(operation.to_owned(), Arc::new(rewrite));
+        }
+    }
+
     /// Stalls (`true`) or resumes (`false`) PutRecords: while stalled, calls
     /// are held unanswered; on resume, the held ones are answered 503 without
     /// being forwarded (their clients have timed out).
@@ -194,7 +228,43 @@ async fn handle(
     Ok(decide(request, state).await.map(Full::new))
 }
 
+/// The answer to a request: faulted or forwarded, then rewritten if asked.
 async fn decide(request: Request<Incoming>, state: Arc<State>) -> Response<Bytes> {
+    let operation = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .and_then(|target| target.rsplit('.').next())
+        .map(str::to_owned);
+    let response = fault_or_forward(request, &state).await;
+    let rewrite = operation.and_then(|operation| {
+        let rewrites = state.rewrites.lock().ok()?;
+        rewrites.get(&operation).cloned()
+    });
+    match rewrite {
+        Some(rewrite) if response.status() == StatusCode::OK => rewritten(response, &*rewrite),
+        _ => response,
+    }
+}
+
+fn rewritten(
+    response: Response<Bytes>,
+    rewrite: &(dyn Fn(&mut Value) + Send + Sync),
+) -> Response<Bytes> {
+    let Some(mut answer) = parse(response.body()) else {
+        return response;
+    };
+    rewrite(&mut answer);
+    let (mut parts, _) = response.into_parts();
+    let body = Bytes::from(answer.to_string());
+    parts.headers.insert(
+        hyper::header::CONTENT_LENGTH,
+        hyper::header::HeaderValue::from(body.len()),
+    );
+    Response::from_parts(parts, body)
+}
+
+async fn fault_or_forward(request: Request<Incoming>, state: &Arc<State>) -> Response<Bytes> {
     let (parts, body) = request.into_parts();
     let is_put_records = parts
         .headers
@@ -218,7 +288,7 @@ async fn decide(request: Request<Incoming>, state: Arc<State>) -> Response<Bytes
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if !is_put_records {
-        return forward(&state, parts, body).await;
+        return forward(state, parts, body).await;
     }
     FaultCounts::add(&counts.put_records_calls, 1);
     let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
@@ -244,12 +314,12 @@ async fn decide(request: Request<Incoming>, state: Arc<State>) -> Response<Bytes
     threshold += faults.partial;
     if roll < threshold {
         FaultCounts::add(&counts.partial, 1);
-        return partial(&state, parts, body).await;
+        return partial(state, parts, body).await;
     }
     threshold += faults.drop_response;
     if roll < threshold {
         let request = parse(&body);
-        let response = forward(&state, parts, body).await;
+        let response = forward(state, parts, body).await;
         if response.status() == StatusCode::OK {
             FaultCounts::add(&counts.dropped_responses, 1);
             if let (Some(request), Some(answer)) = (request, parse(response.body())) {
@@ -264,7 +334,7 @@ async fn decide(request: Request<Incoming>, state: Arc<State>) -> Response<Bytes
             "answer lost (injected)",
         );
     }
-    forward(&state, parts, body).await
+    forward(state, parts, body).await
 }
 
 fn parse(body: &Bytes) -> Option<Value> {

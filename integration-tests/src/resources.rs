@@ -213,6 +213,27 @@ pub async fn read_stream(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> Result<Vec<StoredRecord>, Error> {
+    let mut out = Vec::new();
+    for (shard_id, record) in read_kinesis_records(client, stream).await? {
+        let data = Bytes::copy_from_slice(record.data().as_ref());
+        for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
+            out.push(StoredRecord {
+                shard_id: shard_id.clone(),
+                sequence_number: record.sequence_number().to_owned(),
+                record: user,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every shard of a stream from TRIM_HORIZON to its current end: the
+/// Kinesis records as stored (aggregates not unpacked), each with its shard
+/// id.
+pub async fn read_kinesis_records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<(String, aws_sdk_kinesis::types::Record)>, Error> {
     let shards = kpl::shard_map::list_shards(client, stream)
         .await
         .map_err(|e| Error::aws("ListShards", e))?;
@@ -235,22 +256,17 @@ pub async fn read_stream(
                 .send()
                 .await
                 .map_err(|e| Error::aws("GetRecords", e))?;
-            for record in page.records() {
-                let data = Bytes::copy_from_slice(record.data().as_ref());
-                for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
-                    out.push(StoredRecord {
-                        shard_id: shard.shard_id().to_owned(),
-                        sequence_number: record.sequence_number().to_owned(),
-                        record: user,
-                    });
-                }
-            }
             // An empty page means the end of what is there now.
             iterator = if page.records().is_empty() {
                 None
             } else {
                 page.next_shard_iterator
             };
+            out.extend(
+                page.records
+                    .into_iter()
+                    .map(|record| (shard.shard_id().to_owned(), record)),
+            );
         }
     }
     Ok(out)

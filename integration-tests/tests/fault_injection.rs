@@ -204,3 +204,64 @@ async fn a_lost_answer_is_the_only_source_of_duplicates() {
         "{duplicates} duplicates, but only {dropped} records were stored behind a lost answer"
     );
 }
+
+/// A stream's record limit, as DescribeStreamSummary reports it
+/// (`MaxRecordSizeInKiB`), is what validation holds records to. The
+/// embedded Kinesis accepts UpdateMaxRecordSize but never reports the value
+/// (and keeps storing at most 1 MiB of data), so the proxy injects it into
+/// the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_max_record_size_changes_what_validation_accepts() {
+    use kpl::{AddError, ValidationError};
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("limits");
+    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+        .await
+        .expect("stream");
+    let proxy = FaultProxy::start(&aws.endpoints().kinesis, Faults::default())
+        .await
+        .expect("proxy");
+    proxy.rewrite_responses("DescribeStreamSummary", |answer| {
+        answer["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] = 2_048.into();
+    });
+    let through_proxy = Endpoints {
+        kinesis: proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    };
+    let raised = Producer::builder()
+        .sdk_config(&through_proxy.sdk_config())
+        .build()
+        .expect("producer");
+    let unraised = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let record = |size: usize| UserRecord::new(&stream, "pk", vec![0; size - 2]);
+    let too_large = |result: Result<kpl::PendingResult, AddError>| match result {
+        Err(AddError::Invalid(ValidationError::RecordTooLarge { max, .. })) => max,
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    };
+
+    // Without the report: 1 MiB, as for every stream that was never raised.
+    assert_eq!(
+        too_large(unraised.add_user_record(record(1_572_864)).await),
+        1_048_576
+    );
+    // With 2,048 KiB reported, 1.5 MiB is accepted (the stream's limits are
+    // read before the first large record is judged) and 2.5 MiB is not.
+    let accepted = raised
+        .add_user_record(record(1_572_864))
+        .await
+        .expect("1.5 MiB accepted under a 2 MiB limit");
+    assert_eq!(
+        too_large(raised.add_user_record(record(2_621_440)).await),
+        2_097_152
+    );
+    // The embedded Kinesis itself still stores at most 1 MiB of data.
+    match accepted.await {
+        Err(RecordError::Failed { code, .. }) => assert_eq!(code, "ValidationException"),
+        other => panic!("the embedded Kinesis refuses over 1 MiB of data, got {other:?}"),
+    }
+    raised.shutdown().await.expect("shutdown");
+    unraised.shutdown().await.expect("shutdown");
+}

@@ -312,3 +312,217 @@ async fn at_three_times_a_shards_limit_everything_arrives_and_the_limiter_adapts
         ratio * 100.0
     );
 }
+
+/// Issue 11: with `aggregation_max_size` at 1 MiB, a 700,000-byte record
+/// under a 256-character key, a 347,000-byte one and 100 small ones made an
+/// aggregate of 1 MiB whose partition key took it past the record limit
+/// (1,048,830 bytes stored: the embedded Kinesis checks data alone; real
+/// Kinesis refuses the entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_plus_its_partition_key_stays_within_the_record_limit() {
+    const LIMIT: usize = 1_048_576;
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("kpl-agg-limit");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .config(ProducerConfig {
+            aggregation_max_size: LIMIT,
+            ..Default::default()
+        })
+        .streams([stream.as_str()])
+        .build()
+        .expect("producer");
+    let warm_up = producer
+        .add_user_record(UserRecord::new(&stream, "warm-up", "x"))
+        .await
+        .expect("accepted");
+    warm_up.await.expect("warm-up record stored");
+
+    let mut records = vec![
+        UserRecord::new(&stream, "k".repeat(256), vec![b'a'; 700_000]),
+        UserRecord::new(&stream, "second", vec![b'b'; 347_000]),
+    ];
+    records.extend((0..100).map(|i| UserRecord::new(&stream, format!("small-{i}"), "small")));
+    let mut pending = Vec::new();
+    for record in records {
+        pending.push(producer.add_user_record(record).await.expect("accepted"));
+    }
+    for (i, result) in futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        result.unwrap_or_else(|e| panic!("record {i} failed: {e}"));
+    }
+    producer.shutdown().await.expect("shutdown");
+
+    let stored = resources::read_kinesis_records(&client, &stream)
+        .await
+        .expect("read back");
+    let mut user_records = 0;
+    for (_, record) in &stored {
+        let key = record.partition_key().unwrap_or_default();
+        let data = record.data().as_ref();
+        assert!(
+            data.len() + key.len() <= LIMIT,
+            "a stored record of {} bytes of data + {} of partition key exceeds {LIMIT}",
+            data.len(),
+            key.len()
+        );
+        user_records +=
+            kpl::aggregation::deaggregate(key, None, bytes::Bytes::copy_from_slice(data)).len();
+    }
+    assert_eq!(
+        user_records, 103,
+        "every record (and the warm-up) is stored"
+    );
+    resources::delete_stream(&client, &stream)
+        .await
+        .expect("delete");
+}
+
+/// Issue 11: a ValidationException about a long partition key came back as
+/// its first 512 bytes, the echoed key only, without the constraint that
+/// failed (at the end of the message).
+///
+/// The key is 256 four-byte characters: within AWS's limit, which is in
+/// Unicode characters (and so within the producer's validation), but the
+/// embedded Kinesis counts UTF-8 bytes and refuses it, echoing 1 KiB of key
+/// before naming the constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_validation_error_keeps_the_constraint_that_failed() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.kinesis_client();
+    let stream = unique_name("kpl-long-error");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let key = "😀".repeat(256);
+    let pending = producer
+        .add_user_record(UserRecord::new(&stream, key, "payload"))
+        .await
+        .expect("256 characters are a valid partition key");
+    match pending.await {
+        Err(RecordError::Failed { code, message, .. }) => {
+            assert_eq!(code, "ValidationException");
+            assert!(
+                message.contains("Member must have length less than or equal to 256"),
+                "the constraint is kept: {message}"
+            );
+            assert!(message.contains("bytes elided]"), "{message}");
+            assert!(
+                message.len() <= kpl::error::MAX_ERROR_MESSAGE,
+                "{} bytes",
+                message.len()
+            );
+        }
+        other => panic!("expected the embedded Kinesis to refuse the key, got {other:?}"),
+    }
+    producer.shutdown().await.expect("shutdown");
+    resources::delete_stream(&client, &stream)
+        .await
+        .expect("delete");
+}
+
+/// Records up to 10 MiB end to end, on real Kinesis: the embedded one caps
+/// data at 1 MiB and PutRecords at 5 MiB whatever `UpdateMaxRecordSize` said.
+/// Creates a one-shard stream, raises its record limit to 10 MiB, and deletes
+/// it after (a few minutes of one shard). Run with AWS credentials and a
+/// region in the environment:
+///
+/// ```sh
+/// cargo test -p integration-tests --test producer -- --ignored --nocapture ten_mib_records_on_real_kinesis
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real AWS; see the doc comment for the command"]
+async fn ten_mib_records_on_real_kinesis() {
+    const LIMIT: usize = 10 << 20;
+    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_kinesis::Client::new(&sdk_config);
+    let stream = unique_name("kpl-10mib");
+    resources::create_stream(&client, &stream, 1)
+        .await
+        .expect("stream");
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DescribeStreamSummary")
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_owned())
+        .expect("summary");
+    client
+        .update_max_record_size()
+        .stream_arn(arn)
+        .max_record_size_in_kib(10_240)
+        .send()
+        .await
+        .expect("UpdateMaxRecordSize");
+    resources::wait_for_stream(&client, &stream)
+        .await
+        .expect("active");
+
+    let producer = Producer::builder()
+        .sdk_config(&sdk_config)
+        .config(ProducerConfig {
+            aggregation_max_size: LIMIT,
+            record_ttl: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .streams([stream.as_str()])
+        .build()
+        .expect("producer");
+    let key = "k".repeat(256);
+    // Exactly the limit, then three that aggregate into one record near it.
+    let mut records = vec![UserRecord::new(
+        &stream,
+        key.clone(),
+        vec![b'a'; LIMIT - 256],
+    )];
+    records.extend(
+        (0..3).map(|i| UserRecord::new(&stream, format!("third-{i}"), vec![b'b'; 3 << 20])),
+    );
+    let mut pending = Vec::new();
+    for record in records {
+        pending.push(producer.add_user_record(record).await.expect("accepted"));
+    }
+    match producer
+        .add_user_record(UserRecord::new(&stream, key, vec![b'c'; LIMIT - 255]))
+        .await
+    {
+        Err(AddError::Invalid(kpl::ValidationError::RecordTooLarge { max, .. })) => {
+            assert_eq!(max, LIMIT);
+        }
+        other => panic!("one byte over 10 MiB must be refused, got {other:?}"),
+    }
+    for result in futures::future::join_all(pending).await {
+        result.expect("stored");
+    }
+    producer.shutdown().await.expect("shutdown");
+
+    let stored = resources::read_kinesis_records(&client, &stream)
+        .await
+        .expect("read back");
+    let mut user_records = 0;
+    for (_, record) in &stored {
+        let key = record.partition_key().unwrap_or_default();
+        let data = record.data().as_ref();
+        assert!(data.len() + key.len() <= LIMIT);
+        user_records +=
+            kpl::aggregation::deaggregate(key, None, bytes::Bytes::copy_from_slice(data)).len();
+    }
+    assert_eq!(user_records, 4);
+    resources::delete_stream(&client, &stream)
+        .await
+        .expect("delete");
+}

@@ -29,20 +29,35 @@ pub mod scheduler;
 mod shard_consumer;
 mod shard_sync;
 
+/// Most bytes kept of each message in an [`error_chain`]: services echo the
+/// offending value in their messages, which could be megabytes.
+pub const MAX_CAUSE_MESSAGE: usize = 1024;
+
 /// An error's message followed by those of its sources, `": "`-separated:
 /// the SDK's top-level messages alone ("service error") say too little.
+/// Each message longer than [`MAX_CAUSE_MESSAGE`] bytes keeps its start and
+/// its end, where services say what failed
+/// ([`kpl::error::elide_middle`]).
 ///
 /// ```
 /// let error = std::io::Error::other("disk full");
 /// assert_eq!(kcl::error_chain(&error), "disk full");
+/// let error = std::io::Error::other(format!("Value '{}' is too long", "x".repeat(5_000)));
+/// let chain = kcl::error_chain(&error);
+/// assert!(chain.len() <= kcl::MAX_CAUSE_MESSAGE && chain.ends_with("is too long"));
 /// ```
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
+    let mut message = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&kpl::error::elide_middle(
+            &cause.to_string(),
+            MAX_CAUSE_MESSAGE,
+        ));
+        next = cause.source();
     }
     message
 }

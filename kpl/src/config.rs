@@ -22,12 +22,19 @@ pub struct ProducerConfig {
     pub aggregation_enabled: bool,
     /// Most user records in one aggregate. Default: `4_294_967_295`.
     pub aggregation_max_count: usize,
-    /// Most bytes of one aggregate (magic, protobuf and digest). Default: `51_200`.
+    /// Most bytes of one aggregate (magic, protobuf and digest), up to
+    /// 10 MiB. An aggregate is also kept small enough that it plus its
+    /// partition key (what Kinesis counts) fits its stream's record limit
+    /// (see [`crate::limits`]: 1 MiB unless the stream's was raised).
+    /// Default: `51_200`.
     pub aggregation_max_size: usize,
     /// Most Kinesis records in one PutRecords call. Default: `500` (the API's limit).
     pub collection_max_count: usize,
-    /// Most bytes (data plus partition keys) in one PutRecords call.
-    /// Default: `5_242_880` (the API's limit).
+    /// Most bytes (data plus partition keys) in one PutRecords call, up to
+    /// 10 MiB. Each stream's calls are also held to its PutRecords limit:
+    /// 5 MiB, or 10 MiB for a stream whose records may exceed 1 MiB (see
+    /// [`crate::limits`]). Default: `10_485_760`, so that the stream's limit
+    /// decides (the AWS KPL's is 5 MiB, the limit before larger records).
     pub collection_max_size: usize,
     /// A PutRecords call is also sent as soon as one shard has this many
     /// bytes waiting in it. Default: `262_144` (256 KiB, as the AWS KPL).
@@ -47,8 +54,11 @@ pub struct ProducerConfig {
     /// down while Kinesis answers ProvisionedThroughputExceeded for it, and
     /// speeds back up as puts succeed. Default: `150`.
     pub rate_limit: u32,
-    /// Largest user record accepted (data plus partition key, in bytes).
-    /// Default: `1_048_576`.
+    /// Largest user record accepted (data plus partition key, in bytes), up
+    /// to 10 MiB. A record is also held to its stream's record limit (see
+    /// [`crate::limits`]: 1 MiB unless the stream's was raised) and to
+    /// `max_outstanding_bytes`. Default: `10_485_760`, so that the stream's
+    /// limit decides.
     pub max_user_record_size: usize,
     /// Backpressure bound on user records accepted but not yet completed.
     /// `add_user_record` waits, and `try_add_user_record` fails, at the bound.
@@ -76,14 +86,14 @@ impl Default for ProducerConfig {
             aggregation_max_count: 4_294_967_295,
             aggregation_max_size: 51_200,
             collection_max_count: 500,
-            collection_max_size: 5_242_880,
+            collection_max_size: 10_485_760,
             collection_shard_trigger_size: 262_144,
             record_max_buffered_time: Duration::from_millis(100),
             record_ttl: Duration::from_secs(30),
             request_timeout: Duration::from_secs(6),
             max_connections: 24,
             rate_limit: 150,
-            max_user_record_size: 1_048_576,
+            max_user_record_size: 10_485_760,
             max_outstanding_records: 100_000,
             max_outstanding_bytes: 128 << 20,
             retry_min_delay: Duration::from_millis(100),

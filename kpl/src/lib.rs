@@ -10,7 +10,8 @@
 //! - [`Producer`]: `add_user_record` returns a future of the record's result
 //!   (sequence number, sub-sequence number, shard, attempts);
 //! - [`aggregation`]: the wire format, also used by the `kcl` consumer;
-//! - [`hash_key`]: how records map to shards.
+//! - [`hash_key`]: how records map to shards;
+//! - [`limits`]: the size limits of a stream, as Kinesis counts them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod hash_key;
 pub mod limiter;
+pub mod limits;
 pub mod metrics;
 mod pipeline;
 mod producer;

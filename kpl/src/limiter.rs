@@ -64,6 +64,13 @@ impl ShardLimiter {
         }
     }
 
+    /// Lets records of up to `max_record_bytes` through, if that is more
+    /// than before (a stream's record limit was raised). Never lowers it: a
+    /// record already accepted under the higher limit must still pass.
+    pub fn raise_max_record_bytes(&mut self, max_record_bytes: usize) {
+        self.min_byte_capacity = self.min_byte_capacity.max(max_record_bytes as f64);
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now
             .saturating_duration_since(self.last_refill)

@@ -5,7 +5,7 @@
 //! loaded the same way. No thread per request, no child process. Dropping
 //! every handle without `shutdown` still completes every accepted record.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,13 +14,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::config::ProducerConfig;
-use crate::error::{AddError, BuildError, ProducerError, RecordError};
+use crate::error::{
+    AddError, BuildError, MAX_ERROR_MESSAGE, ProducerError, RecordError, elide_middle,
+};
+use crate::limits::{
+    DEFAULT_MAX_RECORD_SIZE, LARGE_MAX_REQUEST_SIZE, MAX_RECORD_SIZE_CEILING, StreamLimits,
+    describe_stream_limits,
+};
 use crate::metrics as m;
 use crate::pipeline::{Core, EntryOutcome, Pending, Request, RequestOutcome};
 use crate::record::{UserRecord, UserRecordResult};
@@ -45,6 +51,8 @@ const PERMANENT_REQUEST_ERRORS: &[&str] = &[
 #[allow(clippy::large_enum_variant)]
 enum Command {
     Add(Pending),
+    /// Meet a stream now: load its shard map and limits.
+    Preload(Arc<str>),
     Flush,
     FlushAll(oneshot::Sender<()>),
     Shutdown,
@@ -75,6 +83,7 @@ pub struct Producer {
 
 struct Shared {
     config: Arc<ProducerConfig>,
+    limits: Arc<LimitsTable>,
     commands: mpsc::UnboundedSender<Command>,
     records: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -143,9 +152,17 @@ impl ProducerBuilder {
         for stream in &self.streams {
             core.preload(stream);
         }
-        let driver = tokio::spawn(drive(core, client, receiver, config.clone()));
+        let limits = Arc::new(LimitsTable::default());
+        let driver = tokio::spawn(drive(
+            core,
+            client,
+            receiver,
+            config.clone(),
+            limits.clone(),
+        ));
         Ok(Producer {
             shared: Arc::new(Shared {
+                limits,
                 records: Arc::new(Semaphore::new(config.max_outstanding_records)),
                 bytes: Arc::new(Semaphore::new(config.max_outstanding_bytes)),
                 config,
@@ -159,27 +176,27 @@ impl ProducerBuilder {
 
 fn validate(config: &ProducerConfig) -> Result<(), BuildError> {
     let invalid = |what: &str| Err(BuildError::InvalidConfig(what.to_owned()));
-    if !(64..=1_048_576).contains(&config.aggregation_max_size) {
-        return invalid("aggregation_max_size must be within 64..=1048576");
+    if !(64..=MAX_RECORD_SIZE_CEILING).contains(&config.aggregation_max_size) {
+        return invalid("aggregation_max_size must be within 64..=10485760");
     }
     if !(1..=500).contains(&config.collection_max_count) {
         return invalid("collection_max_count must be within 1..=500");
     }
-    if !(1..=5_242_880).contains(&config.collection_max_size) {
-        return invalid("collection_max_size must be within 1..=5242880");
+    if !(1..=LARGE_MAX_REQUEST_SIZE).contains(&config.collection_max_size) {
+        return invalid("collection_max_size must be within 1..=10485760");
     }
     if config.aggregation_max_count == 0 || config.max_connections == 0 || config.rate_limit == 0 {
         return invalid("aggregation_max_count, max_connections and rate_limit must be positive");
     }
     if config.max_outstanding_records == 0
-        || config.max_outstanding_bytes < config.max_user_record_size
+        || config.max_outstanding_bytes < config.max_user_record_size.min(DEFAULT_MAX_RECORD_SIZE)
     {
         return invalid(
-            "max_outstanding_records must be positive and max_outstanding_bytes at least max_user_record_size",
+            "max_outstanding_records must be positive and max_outstanding_bytes at least 1 MiB or max_user_record_size",
         );
     }
-    if config.max_user_record_size > 1_048_576 || config.max_user_record_size == 0 {
-        return invalid("max_user_record_size must be within 1..=1048576");
+    if !(1..=MAX_RECORD_SIZE_CEILING).contains(&config.max_user_record_size) {
+        return invalid("max_user_record_size must be within 1..=10485760");
     }
     if config.record_ttl.is_zero() || config.request_timeout.is_zero() {
         return invalid("record_ttl and request_timeout must be positive");
@@ -196,8 +213,16 @@ impl Producer {
     /// Accepts a user record, waiting while the backpressure bound
     /// (`max_outstanding_records` / `max_outstanding_bytes`) is reached. The
     /// returned [`PendingResult`] resolves to the record's final result.
+    ///
+    /// A record over 1 MiB (data plus partition key) for a stream whose limit
+    /// is not known yet also waits for the stream's limit to be read (at most
+    /// a few `request_timeout`s; see [`crate::limits`]).
     pub async fn add_user_record(&self, record: UserRecord) -> Result<PendingResult, AddError> {
-        record.validate(self.shared.config.max_user_record_size)?;
+        let max = match self.known_max_record_size(&record) {
+            Some(max) => max,
+            None => self.wait_max_record_size(&record).await,
+        };
+        record.validate(max)?;
         let shared = &self.shared;
         let closed = |record: UserRecord| AddError::ShutDown {
             record: Box::new(record),
@@ -222,8 +247,22 @@ impl Producer {
     /// Accepts a user record if the backpressure bound allows it now; never
     /// waits. At the bound, fails with [`AddError::BufferFull`], handing the
     /// record back.
+    ///
+    /// A record over 1 MiB for a stream whose limit is not known yet is held
+    /// to 1 MiB (and the limit is read for the next one): name such streams
+    /// with [`ProducerBuilder::streams`] to know their limits from the start.
     pub fn try_add_user_record(&self, record: UserRecord) -> Result<PendingResult, AddError> {
-        record.validate(self.shared.config.max_user_record_size)?;
+        let max = match self.known_max_record_size(&record) {
+            Some(max) => max,
+            None => {
+                let _ = self
+                    .shared
+                    .commands
+                    .send(Command::Preload(Arc::from(record.stream())));
+                self.max_record_size(StreamLimits::default())
+            }
+        };
+        record.validate(max)?;
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(AddError::ShutDown {
@@ -245,6 +284,58 @@ impl Producer {
             return Err(full(record));
         };
         self.enqueue(record, records, bytes)
+    }
+
+    /// The largest record accepted for a stream with these limits.
+    fn max_record_size(&self, limits: StreamLimits) -> usize {
+        let config = &self.shared.config;
+        limits
+            .max_record_size()
+            .min(config.max_user_record_size)
+            .min(config.max_outstanding_bytes)
+    }
+
+    /// The largest record accepted for the record's stream, when that does
+    /// not depend on a limit not read yet.
+    fn known_max_record_size(&self, record: &UserRecord) -> Option<usize> {
+        let floor = self.max_record_size(StreamLimits::default());
+        if record.size() <= floor {
+            // Every stream takes 1 MiB: no need to look the stream up.
+            return Some(floor);
+        }
+        let limits = self.shared.limits.get(record.stream())?;
+        Some(self.max_record_size(limits))
+    }
+
+    /// Has the stream's limits read, and waits for them (or for their
+    /// default, if they cannot be read in time).
+    async fn wait_max_record_size(&self, record: &UserRecord) -> usize {
+        let shared = &self.shared;
+        let mut changed = shared.limits.changed.subscribe();
+        let stream: Arc<str> = Arc::from(record.stream());
+        if shared
+            .commands
+            .send(Command::Preload(stream.clone()))
+            .is_err()
+        {
+            // Shut down: the record is refused as such after validation.
+            return self.max_record_size(StreamLimits::default());
+        }
+        // The load's own bound (its attempts, each within request_timeout),
+        // and a second to spare.
+        let bound = shared.config.request_timeout * LIMITS_ATTEMPTS + Duration::from_secs(1);
+        let wait = async {
+            loop {
+                if let Some(limits) = shared.limits.get(&stream) {
+                    return limits;
+                }
+                if changed.changed().await.is_err() {
+                    return StreamLimits::default();
+                }
+            }
+        };
+        let limits = tokio::time::timeout(bound, wait).await.unwrap_or_default();
+        self.max_record_size(limits)
     }
 
     fn enqueue(
@@ -319,6 +410,34 @@ impl Producer {
     }
 }
 
+/// Each stream's limits as last read, for the handles' validation; the
+/// driver writes them.
+#[derive(Debug, Default)]
+struct LimitsTable {
+    /// Held only to copy a value in or out, never across an await.
+    known: std::sync::RwLock<HashMap<Arc<str>, StreamLimits>>,
+    /// Bumped after every write, for handles waiting for a stream's limits.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl LimitsTable {
+    fn get(&self, stream: &str) -> Option<StreamLimits> {
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        known.get(stream).copied()
+    }
+
+    fn set(&self, stream: Arc<str>, limits: StreamLimits) {
+        self.known
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(stream, limits);
+        self.changed.send_modify(|version| *version += 1);
+    }
+}
+
 /// Never constructed: `enqueue` only sends `Command::Add`.
 fn unreachable_record() -> Box<UserRecord> {
     Box::new(UserRecord::new("", "", bytes::Bytes::new()))
@@ -354,10 +473,10 @@ async fn drive(
     client: aws_sdk_kinesis::Client,
     mut commands: mpsc::UnboundedReceiver<Command>,
     config: Arc<ProducerConfig>,
+    limits: Arc<LimitsTable>,
 ) {
     let mut requests: JoinSet<(Request, RequestOutcome)> = JoinSet::new();
-    let mut maps: JoinSet<(Arc<str>, Option<ShardMap>)> = JoinSet::new();
-    let mut loading: HashSet<Arc<str>> = HashSet::new();
+    let mut loads = Loads::default();
     let mut refresh = tokio::time::interval(config.shard_map_refresh_interval);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
@@ -371,9 +490,7 @@ async fn drive(
             core.poll(now);
         }
         for stream in core.wanted_maps() {
-            if loading.insert(stream.clone()) {
-                maps.spawn(load_shard_map(client.clone(), stream));
-            }
+            loads.start(&client, stream, config.request_timeout);
         }
         while requests.len() < config.max_connections {
             let Some(mut request) = core.take_request() else {
@@ -419,25 +536,44 @@ async fn drive(
                     stopping = true;
                 }
             },
-            Some(loaded) = maps.join_next(), if !maps.is_empty() => {
-                if let Ok((stream, map)) = loaded {
-                    loading.remove(&stream);
+            Some(loaded) = loads.set.join_next(), if !loads.set.is_empty() => match loaded {
+                Ok(Loaded::Map(stream, map)) => {
+                    loads.maps.remove(&stream);
                     if let Some(map) = map {
                         core.set_shard_map(&stream, map, Instant::now());
                     }
                 }
+                Ok(Loaded::Limits(stream, read)) => {
+                    loads.limits.remove(&stream);
+                    let known = limits.get(&stream);
+                    let read = match read {
+                        Ok(read) => Some(read),
+                        Err(error) if known.is_none() => {
+                            tracing::warn!(%stream, %error, "DescribeStreamSummary failed; holding the stream to the default limits (1 MiB records, 5 MiB PutRecords)");
+                            Some(StreamLimits::default())
+                        }
+                        Err(error) => {
+                            tracing::debug!(%stream, %error, "DescribeStreamSummary failed; keeping the stream's limits");
+                            None
+                        }
+                    };
+                    if let Some(read) = read.filter(|read| known != Some(*read)) {
+                        tracing::debug!(%stream, max_record_size = read.max_record_size(), "stream limits (1 MiB records when DescribeStreamSummary reports no MaxRecordSizeInKiB)");
+                        core.set_stream_limits(&stream, read);
+                        limits.set(stream, read);
+                    }
+                }
+                Err(error) => tracing::error!(%error, "loading a stream's shard map or limits failed"),
             },
             _ = refresh.tick() => {
                 for stream in core.stream_names() {
-                    if loading.insert(stream.clone()) {
-                        maps.spawn(load_shard_map(client.clone(), stream));
-                    }
+                    loads.start(&client, stream, config.request_timeout);
                 }
             },
             () = sleep_until(wakeup) => {},
         }
     }
-    maps.abort_all();
+    loads.set.abort_all();
     core.abandon();
     tracing::debug!("producer stopped");
 }
@@ -454,11 +590,87 @@ fn apply(core: &mut Core, command: Command) -> bool {
     let now = Instant::now();
     match command {
         Command::Add(pending) => core.add(pending),
+        Command::Preload(stream) => core.preload(&stream),
         Command::Flush => core.flush(now),
         Command::FlushAll(waiter) => core.flush_all(waiter, now),
         Command::Shutdown => return true,
     }
     false
+}
+
+/// What a load task brings back.
+enum Loaded {
+    Map(Arc<str>, Option<ShardMap>),
+    Limits(Arc<str>, Result<StreamLimits, String>),
+}
+
+/// The shard-map and limits loads in flight, at most one of each per stream.
+#[derive(Default)]
+struct Loads {
+    set: JoinSet<Loaded>,
+    maps: HashSet<Arc<str>>,
+    limits: HashSet<Arc<str>>,
+}
+
+impl Loads {
+    /// Starts loading the stream's shard map and its limits, unless they
+    /// are being loaded.
+    fn start(&mut self, client: &aws_sdk_kinesis::Client, stream: Arc<str>, timeout: Duration) {
+        if self.limits.insert(stream.clone()) {
+            let (client, stream) = (client.clone(), stream.clone());
+            self.set.spawn(async move {
+                let read = load_stream_limits(&client, &stream, timeout).await;
+                Loaded::Limits(stream, read)
+            });
+        }
+        if self.maps.insert(stream.clone()) {
+            let client = client.clone();
+            self.set.spawn(async move {
+                let (stream, map) = load_shard_map(client, stream).await;
+                Loaded::Map(stream, map)
+            });
+        }
+    }
+}
+
+/// Attempts at reading a stream's limits.
+const LIMITS_ATTEMPTS: u32 = 3;
+
+/// Reads a stream's limits (DescribeStreamSummary), each attempt within
+/// `timeout`, [`LIMITS_ATTEMPTS`] attempts unless the error is one retrying
+/// cannot fix (access denied, no such stream). The default limits when the
+/// answer does not report them.
+async fn load_stream_limits(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    timeout: Duration,
+) -> Result<StreamLimits, String> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let error =
+            match tokio::time::timeout(timeout, describe_stream_limits(client, stream)).await {
+                Ok(Ok(limits)) => return Ok(limits),
+                Ok(Err(error)) => {
+                    let code = error.code().unwrap_or_default();
+                    let message =
+                        elide_middle(&DisplayErrorContext(&error).to_string(), MAX_ERROR_MESSAGE)
+                            .into_owned();
+                    if matches!(code, "AccessDeniedException" | "ResourceNotFoundException") {
+                        return Err(message);
+                    }
+                    message
+                }
+                Err(_) => format!("no answer within {timeout:?}"),
+            };
+        if attempt == LIMITS_ATTEMPTS {
+            return Err(error);
+        }
+        tracing::debug!(%stream, attempt, %error, "DescribeStreamSummary failed");
+        attempt += 1;
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
 }
 
 /// Loads a stream's shard map, retrying with backoff (1 s to 30 s) a few

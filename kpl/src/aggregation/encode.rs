@@ -111,6 +111,16 @@ impl AggregateBuilder {
         self.count == 0
     }
 
+    /// The partition key the finished record will carry: its first user
+    /// record's. `None` when empty. Kinesis counts it in the record's size
+    /// (data plus partition key), so a limit on that size leaves
+    /// [`encoded_len`](Self::encoded_len) this key's length less.
+    pub fn partition_key(&self) -> Option<&str> {
+        self.first
+            .as_ref()
+            .map(|first| first.partition_key.as_str())
+    }
+
     /// Exact size in bytes of the aggregate as it stands (magic, protobuf and
     /// digest). Zero when empty. With one record, this is still the size of
     /// the aggregated form, although [`take`](Self::take) sends it unwrapped.
@@ -139,8 +149,9 @@ impl AggregateBuilder {
             + addition.added_bytes
     }
 
-    /// Adds the record if the aggregate then stays within `max_size` bytes, or
-    /// if the builder is empty (a lone record is sent unwrapped, so its size
+    /// Adds the record if the aggregate then stays within `max_size` bytes
+    /// (magic, protobuf and digest: the outer partition key is not counted,
+    /// see [`partition_key`](Self::partition_key)), or if the builder is empty (a lone record is sent unwrapped, so its size
     /// as an aggregate does not matter). Returns whether it was added.
     pub fn try_add(
         &mut self,

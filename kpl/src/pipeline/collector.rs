@@ -41,18 +41,20 @@ pub(super) fn collect(
 }
 
 /// Turns the collector's entries into requests of at most
-/// `collection_max_count` records and `collection_max_size` bytes: every
-/// full request, and with `due` also the remainder.
+/// `collection_max_count` records and `max_size` bytes (data plus partition
+/// keys, as Kinesis counts them): every full request, and with `due` also the
+/// remainder.
 pub(super) fn drain_collector(
     collector: &mut Collector,
     stream: &Arc<str>,
+    max_size: usize,
     config: &ProducerConfig,
     due: bool,
     ready: &mut VecDeque<Request>,
 ) {
     loop {
-        let full = collector.entries.len() >= config.collection_max_count
-            || collector.bytes >= config.collection_max_size;
+        let full =
+            collector.entries.len() >= config.collection_max_count || collector.bytes >= max_size;
         if collector.entries.is_empty() || !(full || due) {
             return;
         }
@@ -61,9 +63,7 @@ pub(super) fn drain_collector(
         let mut bytes = 0;
         for entry in &collector.entries {
             let size = entry.size();
-            if count == config.collection_max_count
-                || (count > 0 && bytes + size > config.collection_max_size)
-            {
+            if count == config.collection_max_count || (count > 0 && bytes + size > max_size) {
                 break;
             }
             count += 1;

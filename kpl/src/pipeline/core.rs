@@ -10,9 +10,10 @@ use tokio::sync::oneshot;
 
 use crate::aggregation::AggregateBuilder;
 use crate::config::ProducerConfig;
-use crate::error::RecordError;
+use crate::error::{MAX_ERROR_MESSAGE, RecordError, elide_middle};
 use crate::hash_key::HashKeyCache;
 use crate::limiter::ShardLimiter;
+use crate::limits::StreamLimits;
 use crate::metrics as m;
 use crate::record::{Attempt, AttemptError, UserRecordResult};
 use crate::shard_map::ShardMap;
@@ -31,8 +32,6 @@ const PERMANENT_ENTRY_ERRORS: &[&str] = &[
     "AccessDeniedException",
 ];
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
-/// Longest error message kept per attempt.
-const MAX_ERROR_MESSAGE: usize = 512;
 /// Partition key hashes remembered: 4,096 slots, about 200 KiB with typical
 /// short keys (at most 1 MiB with 256-byte keys); larger tables miss the CPU
 /// caches and cost as much as the MD5 they save.
@@ -44,6 +43,9 @@ struct StreamState {
     map: Option<Arc<ShardMap>>,
     shards: HashMap<Arc<str>, ShardState>,
     collector: Collector,
+    /// As last read from DescribeStreamSummary; the default (1 MiB records,
+    /// 5 MiB requests) until then.
+    limits: StreamLimits,
     /// The map should be (re)loaded.
     map_wanted: bool,
     /// Records that arrived before the first map: they wait for it, but no
@@ -114,6 +116,7 @@ impl Core {
             map: None,
             shards: HashMap::default(),
             collector: Collector::default(),
+            limits: StreamLimits::default(),
             map_wanted: true,
             unmapped: Vec::new(),
             unmapped_deadline: None,
@@ -131,6 +134,20 @@ impl Core {
     /// Names of every stream seen so far.
     pub fn stream_names(&self) -> Vec<Arc<str>> {
         self.streams.keys().cloned().collect()
+    }
+
+    /// Installs a stream's size limits as read from DescribeStreamSummary:
+    /// aggregates and requests built from now on are held to them.
+    pub fn set_stream_limits(&mut self, stream: &str, limits: StreamLimits) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        state.limits = limits;
+        for shard in state.shards.values_mut() {
+            shard
+                .limiter
+                .raise_max_record_bytes(limits.max_record_size());
+        }
     }
 
     /// Installs a freshly loaded shard map. Records buffered for shards that
@@ -217,6 +234,7 @@ impl Core {
             drain_collector(
                 &mut state.collector,
                 &state.name,
+                max_request_size(config, state.limits),
                 config,
                 false,
                 &mut self.ready,
@@ -236,7 +254,7 @@ impl Core {
                     queue: VecDeque::new(),
                     limiter: ShardLimiter::new(
                         config.rate_limit,
-                        config.max_user_record_size + 1024,
+                        state.limits.max_record_size(),
                         now,
                     ),
                 },
@@ -251,12 +269,17 @@ impl Core {
             return;
         }
         let record = &pending.record;
+        let outer_key = shard
+            .aggregator
+            .partition_key()
+            .unwrap_or(record.partition_key());
+        let max_size = max_aggregate_size(config, state.limits, outer_key);
         let fits = shard.aggregator.len() < config.aggregation_max_count
             && shard.aggregator.try_add(
                 record.partition_key(),
                 record.explicit_hash_key(),
                 record.data(),
-                config.aggregation_max_size,
+                max_size,
             );
         if !fits {
             flush_aggregator(shard);
@@ -270,8 +293,9 @@ impl Core {
         shard.deadline = Some(shard.deadline.map_or(deadline, |d| d.min(deadline)));
         shard.pendings.push(pending);
         // A full aggregate goes at once.
+        let outer_key = shard.aggregator.partition_key().unwrap_or_default();
         if shard.aggregator.len() >= config.aggregation_max_count
-            || shard.aggregator.encoded_len() >= config.aggregation_max_size
+            || shard.aggregator.encoded_len() >= max_aggregate_size(config, state.limits, outer_key)
         {
             flush_aggregator(shard);
         }
@@ -365,6 +389,7 @@ impl Core {
                     drain_collector(
                         &mut state.collector,
                         &state.name,
+                        max_request_size(&config, state.limits),
                         &config,
                         false,
                         &mut self.ready,
@@ -376,6 +401,7 @@ impl Core {
             drain_collector(
                 collector,
                 &state.name,
+                max_request_size(&config, state.limits),
                 &config,
                 due || flushing,
                 &mut self.ready,
@@ -549,8 +575,12 @@ impl Core {
                 shard.limiter.on_throttle(now);
             }
         }
-        // Every record of the entry keeps a copy: keep it short.
-        let message = truncate(message, MAX_ERROR_MESSAGE);
+        // Every record of the entry keeps a copy: keep it short, and keep its
+        // end, where services say what failed.
+        let message = match elide_middle(&message, MAX_ERROR_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(short) => short,
+        };
         for mut pending in entry.pendings {
             pending.attempts.push(Attempt {
                 delay: started.saturating_duration_since(pending.since),
@@ -662,15 +692,17 @@ impl Core {
     }
 }
 
-/// Cuts an error message to at most `max` bytes, on a character boundary.
-fn truncate(mut message: String, max: usize) -> String {
-    if message.len() > max {
-        let mut end = max;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+/// Most bytes of an aggregate whose outer partition key is `outer_key`:
+/// `aggregation_max_size`, and never so much that the aggregate plus that key
+/// (what Kinesis counts) exceeds the stream's record limit.
+fn max_aggregate_size(config: &ProducerConfig, limits: StreamLimits, outer_key: &str) -> usize {
+    config
+        .aggregation_max_size
+        .min(limits.max_record_size().saturating_sub(outer_key.len()))
+}
+
+/// Most bytes (data plus partition keys) of one PutRecords request to the
+/// stream: `collection_max_size`, within the stream's request limit.
+fn max_request_size(config: &ProducerConfig, limits: StreamLimits) -> usize {
+    config.collection_max_size.min(limits.max_request_size())
 }

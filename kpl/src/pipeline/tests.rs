@@ -90,3 +90,107 @@ fn early_records_wait_for_the_map_and_aggregates_stay_within_one_shard() {
         }
     }
 }
+
+fn one_shard_map() -> ShardMap {
+    ShardMap::from_ranges([("shardId-0", 0, u128::MAX)]).expect("map")
+}
+
+/// Every entry of every request, after the buffering time.
+fn entries_after_flush(core: &mut Core, now: Instant) -> Vec<Request> {
+    core.poll(now + Duration::from_millis(110));
+    core.flush(now + Duration::from_secs(60));
+    drain(core)
+}
+
+#[test]
+fn an_aggregate_plus_its_partition_key_stays_within_the_record_limit() {
+    // Issue 11: a 1 MiB aggregate under a 256-character key was 1 MiB + 254
+    // bytes as Kinesis counts it (data plus partition key).
+    let config = ProducerConfig {
+        aggregation_max_size: 1_048_576,
+        // No pacing by the shard's limiter: only the sizes matter here.
+        rate_limit: 100_000,
+        ..Default::default()
+    };
+    let mut core = Core::new(Arc::new(config));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    core.add(pending(
+        UserRecord::new("s", "k".repeat(256), vec![1; 700_000]),
+        now,
+    ));
+    core.add(pending(UserRecord::new("s", "b", vec![2; 347_000]), now));
+    for i in 0..100 {
+        core.add(pending(UserRecord::new("s", format!("c{i}"), "small"), now));
+    }
+    let requests = entries_after_flush(&mut core, now);
+    let entries: Vec<&Entry> = requests.iter().flat_map(|r| &r.entries).collect();
+    assert_eq!(entries.iter().map(|e| e.pendings.len()).sum::<usize>(), 102);
+    for entry in &entries {
+        assert!(
+            entry.size() <= 1_048_576,
+            "{} bytes of data + {} of partition key",
+            entry.record.data.len(),
+            entry.record.partition_key.len()
+        );
+    }
+}
+
+#[test]
+fn a_stream_s_limits_bound_aggregates_and_requests() {
+    use crate::limits::StreamLimits;
+    let config = ProducerConfig {
+        aggregation_max_size: 10 << 20,
+        rate_limit: 100_000,
+        ..Default::default()
+    };
+    let add_big_records = |core: &mut Core, now: Instant| {
+        for i in 0..12 {
+            core.add(pending(
+                UserRecord::new("s", format!("k{i}"), vec![0; 900_000]),
+                now,
+            ));
+        }
+    };
+    // At the default limits: 1 MiB records, 5 MiB requests.
+    let mut core = Core::new(Arc::new(config.clone()));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    add_big_records(&mut core, now);
+    let requests = entries_after_flush(&mut core, now);
+    for request in &requests {
+        assert!(request.entries.iter().map(Entry::size).sum::<usize>() <= 5 << 20);
+        for entry in &request.entries {
+            assert!(entry.size() <= 1 << 20, "{}", entry.size());
+        }
+    }
+    // A stream whose records may reach 4 MiB: aggregates up to that, and
+    // requests up to 10 MiB.
+    let mut core = Core::new(Arc::new(config));
+    core.preload("s");
+    core.set_stream_limits("s", StreamLimits::from_kib(Some(4_096)));
+    core.set_shard_map("s", one_shard_map(), now);
+    add_big_records(&mut core, now);
+    let requests = entries_after_flush(&mut core, now);
+    let largest = requests
+        .iter()
+        .flat_map(|r| &r.entries)
+        .map(Entry::size)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (3 << 20..=4 << 20).contains(&largest),
+        "aggregates fill the raised limit: {largest}"
+    );
+    let largest_request = requests
+        .iter()
+        .map(|r| r.entries.iter().map(Entry::size).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (5 << 20..=10 << 20).contains(&largest_request),
+        "requests reach the larger PutRecords limit: {largest_request}"
+    );
+}
