@@ -8,12 +8,33 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::{EmitError, Emitter};
+use super::{EmitError, Emitted, Emitter};
 use crate::buffer::{BufferError, ObjectReader, SealedObject};
 use crate::compress::Compression;
 
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 << 20;
+
+/// The user metadata (`x-amz-meta-kinesis-rs-digest`) every object is
+/// written with: the MD5 of its body and the time of its first entry. When a
+/// conditional write is refused, it tells an earlier upload of this very
+/// object (a crash between the upload and the deletion of its segment, an
+/// answer lost) from another writer's object under the same key.
+pub const DIGEST_METADATA: &str = "kinesis-rs-digest";
+
+/// Whether S3 refused a conditional write (`If-None-Match: *`, HTTP 412):
+/// an object is already under the key.
+fn precondition_failed<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    error.raw_response().map(|r| r.status().as_u16()) == Some(412)
+}
+
+/// The digest written as [`DIGEST_METADATA`].
+fn digest_of(md5: md5::Md5, first_time_ms: i64) -> String {
+    use md5::Digest as _;
+    format!("{:x}-{first_time_ms}", md5.finalize())
+}
 
 /// Server-side encryption of uploaded objects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -188,34 +209,82 @@ impl S3Emitter {
         &self.client
     }
 
-    async fn put(&self, key: &str, object: &SealedObject) -> Result<(), EmitError> {
+    async fn put(&self, key: &str, object: &SealedObject) -> Result<Emitted, EmitError> {
         let sealed = object.clone();
-        let body = blocking(move || sealed.read_all()).await?;
+        let (body, digest) = blocking(move || {
+            use md5::Digest as _;
+            let body = sealed.read_all()?;
+            let digest = digest_of(
+                md5::Md5::new_with_prefix(&body),
+                sealed.summary.first_time_ms,
+            );
+            Ok((body, digest))
+        })
+        .await?;
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(self.content_type)
+            .metadata(DIGEST_METADATA, &digest)
+            .if_none_match("*")
             .body(ByteStream::from(body));
         let (sse, kms_key) = self.sse.headers();
         request = request
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key);
-        request
-            .send()
-            .await
-            .map_err(|e| failed("PutObject", key, &e))?;
-        Ok(())
+        match request.send().await {
+            Ok(_) => Ok(Emitted::Written),
+            Err(error) if precondition_failed(&error) => self.existing(key, &digest).await,
+            Err(error) => Err(failed("PutObject", key, &error)),
+        }
     }
 
-    async fn multipart(&self, key: &str, object: &SealedObject) -> Result<(), EmitError> {
+    /// After a refused conditional write: whether the object under `key` is
+    /// this one (its digest metadata) or another.
+    async fn existing(&self, key: &str, digest: &str) -> Result<Emitted, EmitError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("HeadObject", key, &e))?;
+        let theirs = head
+            .metadata()
+            .and_then(|metadata| metadata.get(DIGEST_METADATA));
+        if theirs.map(String::as_str) == Some(digest) {
+            tracing::info!(%key, "the object was already uploaded (an earlier attempt); kept");
+            Ok(Emitted::AlreadyThere)
+        } else {
+            tracing::warn!(%key, "another object is under the key; not replaced");
+            Ok(Emitted::Occupied)
+        }
+    }
+
+    async fn multipart(&self, key: &str, object: &SealedObject) -> Result<Emitted, EmitError> {
+        // The digest goes with CreateMultipartUpload, before the parts: one
+        // more read of the object (from the page cache, usually).
+        let sealed = object.clone();
+        let digest = blocking(move || {
+            use md5::Digest as _;
+            let mut reader = sealed.reader()?;
+            let mut md5 = md5::Md5::new();
+            while let Some(chunk) = reader.next_chunk()? {
+                md5.update(&chunk);
+            }
+            Ok(digest_of(md5, sealed.summary.first_time_ms))
+        })
+        .await?;
         let mut request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(self.content_type);
+            .content_type(self.content_type)
+            .metadata(DIGEST_METADATA, &digest);
         let (sse, kms_key) = self.sse.headers();
         request = request
             .set_server_side_encryption(sse)
@@ -226,19 +295,30 @@ impl S3Emitter {
             .map_err(|e| failed("CreateMultipartUpload", key, &e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = self.upload_parts(key, &upload_id, object).await;
-        if result.is_err() {
-            // Best effort: a leftover upload is also cleaned up at start.
-            let _ = self.abort(key, &upload_id).await;
+        match result {
+            Ok(true) => Ok(Emitted::Written),
+            Ok(false) => {
+                // Refused: an object is under the key. S3 keeps the upload
+                // open; it is not needed.
+                let _ = self.abort(key, &upload_id).await;
+                self.existing(key, &digest).await
+            }
+            Err(error) => {
+                // Best effort: a leftover upload is also cleaned up at start.
+                let _ = self.abort(key, &upload_id).await;
+                Err(error)
+            }
         }
-        result
     }
 
+    /// Uploads the parts and completes the upload, unless an object is
+    /// under the key already (`Ok(false)`).
     async fn upload_parts(
         &self,
         key: &str,
         upload_id: &str,
         object: &SealedObject,
-    ) -> Result<(), EmitError> {
+    ) -> Result<bool, EmitError> {
         let sealed = object.clone();
         let mut reader = Some(blocking(move || sealed.reader()).await?);
         let mut carry = Vec::new();
@@ -282,20 +362,25 @@ impl S3Emitter {
                     .build(),
             );
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| failed("CompleteMultipartUpload", key, &e))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(true),
+            Err(error) if precondition_failed(&error) => Ok(false),
+            Err(error) => Err(failed("CompleteMultipartUpload", key, &error)),
+        }
     }
 
     /// Aborts a multipart upload.
@@ -383,7 +468,7 @@ impl Emitter for S3Emitter {
         &'a self,
         key: &'a str,
         object: &'a SealedObject,
-    ) -> BoxFuture<'a, Result<(), EmitError>> {
+    ) -> BoxFuture<'a, Result<Emitted, EmitError>> {
         async move {
             if object.summary.bytes >= self.multipart_threshold {
                 self.multipart(key, object).await

@@ -11,6 +11,15 @@
 //! keys, so a crash at any point neither loses an entry that was on disk
 //! (`put_durable` returned) nor duplicates one; entries `put` but still
 //! queued in memory are lost with the process.
+//!
+//! An object in S3 is never replaced: uploads are conditional
+//! (`If-None-Match: *`) and carry a digest of the object
+//! ([`DIGEST_METADATA`](crate::emit::DIGEST_METADATA)). When the key is
+//! taken by an object with the same digest, that is this object, uploaded
+//! before a crash kept its segment: done. Any other object there belongs to
+//! another run with the same id (a replaced host with an empty directory,
+//! say): this object takes its lane's next number (persisted) and is
+//! uploaded under that key instead.
 
 mod config;
 mod lane;
