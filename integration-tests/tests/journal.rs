@@ -598,3 +598,59 @@ async fn a_restart_with_the_same_id_replaces_no_multipart_object_on_moto() {
     same_id_and_an_empty_directory(&s3, &bucket, "same-id", true).await;
     own_object_after_a_crash(&s3, &bucket, true).await;
 }
+
+/// Issue 11: a directory written with more lanes than the journal is
+/// reopened with: the extra lanes' entries are uploaded too (under their own
+/// lane's keys), not stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopening_with_fewer_lanes_uploads_every_lane_on_disk() {
+    let (aws, bucket, dir) = local_bucket().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let down = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let unreachable = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws.sdk_config())
+            .endpoint_url(down)
+            .force_path_style(true)
+            .build(),
+    );
+    let config = |client: aws_sdk_s3::Client, lanes: usize| {
+        JournalConfig::builder()
+            .s3_client(client)
+            .bucket(&bucket)
+            .prefix("lanes")
+            .directory(dir.path())
+            .id("host-1")
+            .shards(lanes)
+            .build()
+            .expect("config")
+    };
+    let journal = Journal::open(config(unreachable, 4)).await.expect("open");
+    let sent: Vec<String> = (0..40).map(|i| format!("lane entry {i}")).collect();
+    for entry in &sent {
+        journal.put_durable(entry.clone()).await.expect("durable");
+    }
+    let error = journal
+        .close_within(Duration::from_secs(2))
+        .await
+        .expect_err("S3 is down");
+    assert!(
+        matches!(
+            error,
+            connector_s3::journal::JournalError::CloseTimedOut { .. }
+        ),
+        "{error}"
+    );
+    let stats = Journal::open(config(aws.s3_client(), 1))
+        .await
+        .expect("reopen")
+        .close()
+        .await
+        .expect("close");
+    assert_eq!((stats.uploaded, stats.buffered_bytes), (40, 0), "{stats:?}");
+    assert_eq!(
+        sorted(entries(&aws.s3_client(), &bucket, "lanes").await),
+        sorted(sent)
+    );
+    aws.shutdown().await;
+}

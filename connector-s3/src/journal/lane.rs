@@ -84,6 +84,85 @@ async fn open_lane(
         .map_err(JournalError::from)
 }
 
+/// The lanes beyond `config.shards` that have a directory: an earlier run
+/// had more lanes.
+pub(super) async fn extra_lanes(config: &JournalConfig) -> Result<Vec<u32>, JournalError> {
+    let directory = config.directory.clone();
+    let shards = config.shards;
+    let listed = tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(crate::buffer::BufferError::io(&directory)(error)),
+        };
+        let mut lanes = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(crate::buffer::BufferError::io(&directory))?;
+            let lane = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("lane-"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(lane) = lane.filter(|&lane| lane as usize >= shards)
+                && entry.path().is_dir()
+            {
+                lanes.push(lane);
+            }
+        }
+        lanes.sort_unstable();
+        Ok(lanes)
+    })
+    .await
+    .map_err(|join| JournalError::Config {
+        name: "directory",
+        message: join.to_string(),
+    })??;
+    Ok(listed)
+}
+
+/// Uploads what a lane beyond the configured count left (an earlier run had
+/// more lanes), under that lane's keys and numbers; nothing new is written
+/// to it. Its directory stays, with its object counter, for a later run
+/// with that many lanes again.
+pub(super) async fn drain(
+    config: &Arc<JournalConfig>,
+    lane: u32,
+    counters: &Arc<Counters>,
+    tasks: &mut Tasks,
+) -> Result<(), JournalError> {
+    let (buffer, recovery) = open_lane(config, lane).await?;
+    counters
+        .quarantined
+        .fetch_add(recovery.quarantined, Relaxed);
+    if recovery.objects.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        lane,
+        lanes = config.shards,
+        objects = recovery.objects.len(),
+        "uploading what an earlier run with more lanes left in this lane"
+    );
+    let (upload_tx, upload_rx) = mpsc::unbounded_channel();
+    for object in recovery.objects {
+        counters
+            .buffered_bytes
+            .fetch_add(object.summary.bytes, Relaxed);
+        let _ = upload_tx.send((object, 0));
+    }
+    // No writer: the uploader ends once these are uploaded.
+    drop(upload_tx);
+    tasks.uploaders.spawn(upload(
+        config.clone(),
+        lane,
+        buffer.numbers(),
+        upload_rx,
+        Arc::new(Semaphore::new(0)),
+        counters.clone(),
+    ));
+    Ok(())
+}
+
 /// A journal's lane tasks. Writers end once their queue is on disk;
 /// uploaders once their writer has ended and its objects are uploaded.
 #[derive(Default)]

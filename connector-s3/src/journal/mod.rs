@@ -174,7 +174,10 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens the journal: recovers each lane's buffer (uploading what an
     /// earlier run left), aborts multipart uploads of this id left open,
-    /// and starts the lanes.
+    /// and starts the lanes. A directory written with more lanes than
+    /// `shards` is drained: what the extra lanes hold is uploaded under
+    /// their own keys (and `close` waits for it), and no new entry goes to
+    /// them.
     pub async fn open(config: JournalConfig) -> Result<Self, JournalError> {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
@@ -185,6 +188,9 @@ impl Journal {
         for lane in 0..config.shards {
             lanes
                 .push(lane::start(&config, lane as u32, &counters, &closing_rx, &mut tasks).await?);
+        }
+        for lane in lane::extra_lanes(&config).await? {
+            lane::drain(&config, lane, &counters, &mut tasks).await?;
         }
         let expiry = config.expiration.map(|expiration| {
             let config = config.clone();
