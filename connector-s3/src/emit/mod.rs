@@ -4,7 +4,11 @@ mod s3;
 
 use futures::future::BoxFuture;
 
-pub use s3::{DIGEST_METADATA, OpenUpload, S3Emitter, S3EmitterBuilder, ServerSideEncryption};
+pub use s3::{
+    DIGEST_METADATA, MAX_OBJECT_OVERSHOOT, MAX_PART_BYTES, MAX_PARTS, MAX_PUT_BYTES,
+    MIN_PART_BYTES, OpenUpload, S3Emitter, S3EmitterBuilder, ServerSideEncryption,
+    UploadSettingsError, check_upload_settings,
+};
 
 /// What [`Emitter::emit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,6 +56,10 @@ pub enum JournalError {
     /// The key template is unusable.
     #[error(transparent)]
     KeyTemplate(#[from] KeyTemplateError),
+    /// Upload settings S3 would refuse (`part_size`, `multipart_threshold`,
+    /// `max_object_bytes`, SSE).
+    #[error(transparent)]
+    UploadSettings(#[from] crate::emit::UploadSettingsError),
     /// The buffer failed.
     #[error(transparent)]
     Buffer(#[from] BufferError),
