@@ -3,7 +3,8 @@
 //! Keys are descriptive for a person (time, stream, shard, first sequence
 //! number) and deterministic for the software: rendered only from the
 //! object's own first record, so a repeated upload of the same records
-//! lands on the same key and overwrites instead of duplicating. Field values
+//! lands on the same key, finds the object there and adopts it instead of
+//! duplicating it (writes never replace an object). Field values
 //! are sanitised and literals may not contain `..` segments, so no key can
 //! escape the configured prefix.
 

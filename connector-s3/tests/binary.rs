@@ -502,6 +502,32 @@ fn help_and_check_config() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // Upload settings S3 would refuse for some object, every time.
+    for (extra, named) in [
+        ("part_size = 1048576\n", "`part_size` 1048576"),
+        ("part_size = 6442450944\n", "`part_size` 6442450944"),
+        (
+            "max_object_bytes = 107374182400\n",
+            "raise `part_size` to at least",
+        ),
+        (
+            "max_object_bytes = 8589934592\nmultipart_threshold = 10737418240\n",
+            "`multipart_threshold` 10737418240",
+        ),
+        (
+            "sse = \"aes256\"\nsse_kms_key_id = \"alias/archive\"\n",
+            "sse_kms_key_id \"alias/archive\" is given but sse is \"aes256\"",
+        ),
+    ] {
+        write(extra);
+        let bad = check(&[]);
+        assert!(!bad.status.success(), "{extra}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(named),
+            "{extra}: {}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+    }
     write("key_template = \"{stream}/../{shard}\"\n");
     let bad = check(&[]);
     assert!(!bad.status.success());

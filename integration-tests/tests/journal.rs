@@ -442,3 +442,215 @@ async fn multipart_cleanup_expiration_and_sse_on_moto() {
     assert!(parts_seen, "a multipart object among {keys:?}");
     assert_eq!(sorted(entries(&s3, &bucket, "mp").await), sorted(sent));
 }
+
+/// A journal id, a directory and an S3 client: the settings of the issue-11
+/// restart tests (objects of about 1 KiB; with `multipart`, every object goes
+/// up as a one-part multipart upload).
+fn restart_config(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    dir: &std::path::Path,
+    multipart: bool,
+) -> JournalConfig {
+    let mut builder = JournalConfig::builder()
+        .s3_client(s3.clone())
+        .bucket(bucket)
+        .prefix(prefix)
+        .directory(dir)
+        .id("j1")
+        .max_object_bytes(1024);
+    if multipart {
+        builder = builder.multipart_threshold(1).part_size(5 << 20);
+    }
+    builder.build().expect("config")
+}
+
+/// Opens a journal, writes `entries` durably, closes it.
+async fn durable_run(
+    config: JournalConfig,
+    entries: &[String],
+) -> connector_s3::journal::JournalStats {
+    let journal = Journal::open(config).await.expect("open");
+    for entry in entries {
+        journal.put_durable(entry.clone()).await.expect("durable");
+    }
+    journal.close().await.expect("close")
+}
+
+/// A restart under the same id with an empty directory (a replaced container
+/// keeps its hostname) numbers its objects from 0 again: their keys are the
+/// first run's, and the journal must not replace those objects.
+async fn same_id_and_an_empty_directory(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    multipart: bool,
+) {
+    let mut sent = Vec::new();
+    for run in 0..2 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entries: Vec<String> = (0..200)
+            .map(|i| format!("run {run} entry {i:03} {}", "x".repeat(i % 17)))
+            .collect();
+        durable_run(
+            restart_config(s3, bucket, prefix, dir.path(), multipart),
+            &entries,
+        )
+        .await;
+        sent.extend(entries);
+    }
+    let archived = entries(s3, bucket, prefix).await;
+    assert_eq!(
+        archived.len(),
+        400,
+        "the second run replaced objects of the first"
+    );
+    assert_eq!(sorted(archived), sorted(sent));
+}
+
+/// Copies the files of a lane directory.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+/// A crash after an upload and before the segment is deleted: the next open
+/// uploads the same object under the same key, finds it there (a conditional
+/// write refused), recognises it as its own, and neither replaces it nor
+/// writes it again under another number.
+async fn own_object_after_a_crash(s3: &aws_sdk_s3::Client, bucket: &str, multipart: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        let mut builder = JournalConfig::builder()
+            .s3_client(s3.clone())
+            .bucket(bucket)
+            .prefix("own")
+            .directory(dir.path())
+            .id("j1")
+            .max_object_age(Duration::from_secs(600));
+        if multipart {
+            builder = builder.multipart_threshold(1).part_size(5 << 20);
+        }
+        builder.build().expect("config")
+    };
+    let journal = Journal::open(config()).await.expect("open");
+    let sent: Vec<String> = (0..200).map(|i| format!("own entry {i}")).collect();
+    for entry in &sent {
+        journal.put_durable(entry.clone()).await.expect("durable");
+    }
+    // The log as it is before the upload: one object, still open.
+    let snapshot = tempfile::tempdir().expect("tempdir");
+    copy_files(&dir.path().join("lane-0"), snapshot.path());
+    let stats = journal.close().await.expect("close");
+    assert_eq!(stats.objects, 1, "{stats:?}");
+    let keys = resources::list_keys(s3, bucket, "own/")
+        .await
+        .expect("list");
+    // The crash: the object is in S3, and its segment still on disk.
+    copy_files(snapshot.path(), &dir.path().join("lane-0"));
+    let stats = Journal::open(config())
+        .await
+        .expect("reopen")
+        .close()
+        .await
+        .expect("close");
+    assert_eq!(
+        (stats.uploaded, stats.buffered_bytes),
+        (200, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        resources::list_keys(s3, bucket, "own/")
+            .await
+            .expect("list"),
+        keys,
+        "the same object, under the same key"
+    );
+    assert_eq!(sorted(entries(s3, bucket, "own").await), sorted(sent));
+}
+
+/// Issue 11: a restart with the same id and an empty directory replaced the
+/// first run's objects (PutObject).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_with_the_same_id_and_an_empty_directory_replaces_no_object() {
+    let (aws, bucket, _dir) = local_bucket().await;
+    same_id_and_an_empty_directory(&aws.s3_client(), &bucket, "same-id", false).await;
+    // s3s-fs also refuses a conditional CompleteMultipartUpload.
+    same_id_and_an_empty_directory(&aws.s3_client(), &bucket, "same-id-mp", true).await;
+    own_object_after_a_crash(&aws.s3_client(), &bucket, false).await;
+    aws.shutdown().await;
+}
+
+/// As above, with multipart uploads (on moto, which lists them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_with_the_same_id_replaces_no_multipart_object_on_moto() {
+    let aws = external().await;
+    let s3 = aws.s3_client();
+    let bucket = unique_name("journal");
+    resources::create_bucket(&s3, &bucket)
+        .await
+        .expect("bucket");
+    same_id_and_an_empty_directory(&s3, &bucket, "same-id", true).await;
+    own_object_after_a_crash(&s3, &bucket, true).await;
+}
+
+/// Issue 11: a directory written with more lanes than the journal is
+/// reopened with: the extra lanes' entries are uploaded too (under their own
+/// lane's keys), not stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopening_with_fewer_lanes_uploads_every_lane_on_disk() {
+    let (aws, bucket, dir) = local_bucket().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let down = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let unreachable = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws.sdk_config())
+            .endpoint_url(down)
+            .force_path_style(true)
+            .build(),
+    );
+    let config = |client: aws_sdk_s3::Client, lanes: usize| {
+        JournalConfig::builder()
+            .s3_client(client)
+            .bucket(&bucket)
+            .prefix("lanes")
+            .directory(dir.path())
+            .id("host-1")
+            .shards(lanes)
+            .build()
+            .expect("config")
+    };
+    let journal = Journal::open(config(unreachable, 4)).await.expect("open");
+    let sent: Vec<String> = (0..40).map(|i| format!("lane entry {i}")).collect();
+    for entry in &sent {
+        journal.put_durable(entry.clone()).await.expect("durable");
+    }
+    let error = journal
+        .close_within(Duration::from_secs(2))
+        .await
+        .expect_err("S3 is down");
+    assert!(
+        matches!(
+            error,
+            connector_s3::journal::JournalError::CloseTimedOut { .. }
+        ),
+        "{error}"
+    );
+    let stats = Journal::open(config(aws.s3_client(), 1))
+        .await
+        .expect("reopen")
+        .close()
+        .await
+        .expect("close");
+    assert_eq!((stats.uploaded, stats.buffered_bytes), (40, 0), "{stats:?}");
+    assert_eq!(
+        sorted(entries(&aws.s3_client(), &bucket, "lanes").await),
+        sorted(sent)
+    );
+    aws.shutdown().await;
+}

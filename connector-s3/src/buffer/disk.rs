@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::segment::{self, EntryInfo, SegmentWriter};
 use super::{Buffer, BufferError, EntryMeta, ObjectBody, ObjectSummary, SealedObject};
@@ -44,8 +45,52 @@ pub struct Recovery {
 pub struct DiskBuffer {
     dir: PathBuf,
     fsync: bool,
-    next_object: u64,
+    numbers: ObjectNumbers,
     current: Option<Open>,
+}
+
+/// A buffer's object numbers, shared by whoever starts objects and whoever
+/// must move a sealed object to a new number (the journal, when another
+/// object already holds its key). A number is durable before it is used,
+/// and never handed out twice.
+#[derive(Debug, Clone)]
+pub struct ObjectNumbers(Arc<Numbers>);
+
+#[derive(Debug)]
+struct Numbers {
+    dir: PathBuf,
+    fsync: bool,
+    next: Mutex<u64>,
+}
+
+impl ObjectNumbers {
+    /// The next number, persisted. Blocking I/O.
+    fn take(&self) -> Result<u64, BufferError> {
+        let numbers = &self.0;
+        let mut next = numbers.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let object = *next;
+        write_next_object(&numbers.dir, numbers.fsync, object + 1)?;
+        *next = object + 1;
+        Ok(object)
+    }
+
+    /// Gives a sealed object of this buffer the next number: its segment is
+    /// renamed to it (a crash leaves it under the old number or the new one,
+    /// whole). Blocking I/O.
+    pub fn renumber(&self, object: &mut SealedObject) -> Result<(), BufferError> {
+        let ObjectBody::Segment { path, .. } = &mut object.body else {
+            return Ok(());
+        };
+        let number = self.take()?;
+        let renamed = path.with_file_name(segment_name(number));
+        fs::rename(&*path, &renamed).map_err(BufferError::io(&*path))?;
+        if self.0.fsync {
+            segment::sync_dir(&self.0.dir).map_err(BufferError::io(&self.0.dir))?;
+        }
+        *path = renamed;
+        object.summary.object = number;
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -88,13 +133,17 @@ impl DiskBuffer {
                 recovery.objects.push(sealed);
             }
         }
+        write_next_object(&dir, fsync, next_object)?;
         let buffer = Self {
+            numbers: ObjectNumbers(Arc::new(Numbers {
+                dir: dir.clone(),
+                fsync,
+                next: Mutex::new(next_object),
+            })),
             dir,
             fsync,
-            next_object,
             current: None,
         };
-        buffer.write_next_object()?;
         Ok((buffer, recovery))
     }
 
@@ -103,28 +152,14 @@ impl DiskBuffer {
         &self.dir
     }
 
-    fn write_next_object(&self) -> Result<(), BufferError> {
-        let path = self.dir.join(NEXT_OBJECT);
-        let tmp = self.dir.join(format!("{NEXT_OBJECT}.tmp"));
-        let write = || -> io::Result<()> {
-            fs::write(&tmp, self.next_object.to_string())?;
-            if self.fsync {
-                fs::File::open(&tmp)?.sync_all()?;
-            }
-            fs::rename(&tmp, &path)?;
-            if self.fsync {
-                segment::sync_dir(&self.dir)?;
-            }
-            Ok(())
-        };
-        write().map_err(BufferError::io(&path))
+    /// This buffer's object numbers.
+    pub fn numbers(&self) -> ObjectNumbers {
+        self.numbers.clone()
     }
 
     fn start_object(&mut self, first: &EntryMeta) -> Result<&mut Open, BufferError> {
-        let object = self.next_object;
-        self.next_object += 1;
         // The number is durable before any batch is written under it.
-        self.write_next_object()?;
+        let object = self.numbers.take()?;
         let path = self.dir.join(segment_name(object));
         let writer = SegmentWriter::create(&path, self.fsync).map_err(BufferError::io(&path))?;
         Ok(self.current.insert(Open {
@@ -134,6 +169,23 @@ impl DiskBuffer {
             summary: ObjectSummary::new(object, first),
         }))
     }
+}
+
+fn write_next_object(dir: &Path, fsync: bool, next_object: u64) -> Result<(), BufferError> {
+    let path = dir.join(NEXT_OBJECT);
+    let tmp = dir.join(format!("{NEXT_OBJECT}.tmp"));
+    let write = || -> io::Result<()> {
+        fs::write(&tmp, next_object.to_string())?;
+        if fsync {
+            fs::File::open(&tmp)?.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        if fsync {
+            segment::sync_dir(dir)?;
+        }
+        Ok(())
+    };
+    write().map_err(BufferError::io(&path))
 }
 
 fn read_next_object(dir: &Path) -> Result<u64, BufferError> {
@@ -333,6 +385,27 @@ mod tests {
         assert!(recovery.objects.is_empty());
         buffer.append(batch(1, b"c")).unwrap();
         assert_eq!(buffer.current().unwrap().object, 2);
+    }
+
+    #[test]
+    fn a_renumbered_object_keeps_its_batches_and_its_new_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut buffer, _) = DiskBuffer::open(dir.path(), true).unwrap();
+        buffer.append(batch(1, b"a")).unwrap();
+        let mut first = buffer.seal().unwrap().unwrap();
+        buffer.append(batch(1, b"b")).unwrap();
+        buffer.numbers().renumber(&mut first).unwrap();
+        assert_eq!(first.summary.object, 2);
+        assert_eq!(first.read_all().unwrap(), b"a");
+        buffer.seal().unwrap();
+        buffer.append(batch(1, b"c")).unwrap();
+        assert_eq!(buffer.current().unwrap().object, 3, "2 is taken");
+        drop(buffer);
+        // A restart finds it under its new number.
+        let (_buffer, recovery) = DiskBuffer::open(dir.path(), true).unwrap();
+        let numbers: Vec<u64> = recovery.objects.iter().map(|o| o.summary.object).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        assert_eq!(recovery.objects[1].read_all().unwrap(), b"a");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use disk::{DiskBuffer, Recovery};
+pub use disk::{DiskBuffer, ObjectNumbers, Recovery};
 pub use memory::MemoryBuffer;
 pub use segment::EntryMeta;
 

@@ -73,6 +73,10 @@ pub enum ConnectorConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Upload settings S3 would refuse (`part_size`, `multipart_threshold`,
+    /// `max_object_bytes`, SSE).
+    #[error(transparent)]
+    UploadSettings(#[from] crate::emit::UploadSettingsError),
     /// A limit is out of range.
     #[error("connector setting `{name}`: {message}")]
     Invalid {
@@ -320,13 +324,17 @@ impl S3ConnectorBuilder {
         self
     }
 
-    /// Objects at least this large are uploaded in parts. Default: 16 MiB.
+    /// Objects at least this large are uploaded in parts; at most 5 GiB
+    /// (S3's largest PutObject) unless objects stay below that. Default:
+    /// 16 MiB.
     pub fn multipart_threshold(mut self, bytes: u64) -> Self {
         self.multipart_threshold = bytes;
         self
     }
 
-    /// Multipart part size (at least 5 MiB). Default: 8 MiB.
+    /// Multipart part size: 5 MiB to 5 GiB, and large enough that an object
+    /// (`max_object_bytes` plus one batch) fits in S3's 10,000 parts; `build`
+    /// refuses other sizes. Default: 8 MiB.
     pub fn part_size(mut self, bytes: usize) -> Self {
         self.part_size = bytes;
         self
@@ -384,6 +392,15 @@ impl S3ConnectorBuilder {
                 name: "max_object_bytes / max_object_records / max_object_age",
                 message: "must be positive".into(),
             });
+        }
+        if self.emitter.is_none() {
+            // Settings S3 would refuse for some object, every time.
+            crate::emit::check_upload_settings(
+                self.max_object_bytes,
+                self.multipart_threshold,
+                self.part_size as u64,
+                &self.sse,
+            )?;
         }
         let budget_kib =
             (self.max_buffered_bytes / 1024).clamp(1024, u64::from(u32::MAX >> 3)) as u32;
@@ -513,5 +530,58 @@ impl S3Connector {
     /// Runs until shut down through [`S3Connector::shutdown_handle`].
     pub async fn run(self) -> Result<(), ConnectorError> {
         Ok(self.scheduler.run().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::UploadSettingsError;
+
+    fn builder() -> S3ConnectorBuilder {
+        let sdk_config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        S3Connector::builder()
+            .sdk_config(&sdk_config)
+            .application_name("app")
+            .stream("orders")
+            .bucket("b")
+    }
+
+    /// Refused before anything is created (the buffer directory).
+    #[test]
+    fn upload_settings_s3_would_refuse_are_refused_at_build() {
+        let refused = |b: S3ConnectorBuilder| match b.build() {
+            Err(ConnectorConfigError::UploadSettings(error)) => error,
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(matches!(
+            refused(builder().part_size(1 << 20)),
+            UploadSettingsError::PartTooSmall { .. }
+        ));
+        assert!(matches!(
+            refused(builder().part_size(6 << 30)),
+            UploadSettingsError::PartTooLarge { .. }
+        ));
+        assert!(matches!(
+            refused(builder().max_object_bytes(100 << 30)),
+            UploadSettingsError::TooManyParts { .. }
+        ));
+        assert!(matches!(
+            refused(
+                builder()
+                    .max_object_bytes(8 << 30)
+                    .multipart_threshold(u64::MAX)
+            ),
+            UploadSettingsError::PutTooLarge { .. }
+        ));
+        assert!(matches!(
+            refused(builder().server_side_encryption(ServerSideEncryption::Kms {
+                key_id: Some(String::new())
+            })),
+            UploadSettingsError::EmptyKmsKeyId
+        ));
     }
 }

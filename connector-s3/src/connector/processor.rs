@@ -8,8 +8,10 @@
 //! 3. A new owner that finds a prepared checkpoint looks for the object: if
 //!    it exists it is adopted (its records are skipped and the checkpoint
 //!    moved to `last`); if not, the first object is cut at exactly `last`
-//!    again, so even a late upload by a lost previous owner only rewrites
-//!    the same records under the same key.
+//!    again and written under the prepared key. Writes are conditional
+//!    (never over an existing object), so whichever of the redo and a late
+//!    upload by the lost previous owner comes second finds the object there,
+//!    holding the same records, and adopts it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -23,7 +25,7 @@ use kcl::retrieval::ConsumerRecord;
 use super::Shared;
 use super::batch;
 use crate::buffer::{Buffer, BufferError, DiskBuffer, ObjectSummary, SealedObject};
-use crate::emit::EmitError;
+use crate::emit::{EmitError, Emitted};
 use crate::key::KeyFields;
 use crate::metrics as m;
 use crate::retry::with_backoff;
@@ -50,8 +52,8 @@ pub struct ShardArchiver {
     /// End the first object exactly here (a prepared checkpoint whose object
     /// is missing).
     /// (with the key it prepared, which the redone object is written under:
-    /// the same key, so a late upload by the previous owner overwrites it
-    /// with the same records).
+    /// the same key, so a late upload by the previous owner finds it there,
+    /// or the redo finds the late upload, and nothing is written twice).
     cut_at: Option<(ExtendedSequenceNumber, String)>,
     stopped: bool,
 }
@@ -295,13 +297,15 @@ impl ShardArchiver {
 
     /// Uploads until it works, or until the object cannot be read back from
     /// the buffer (damaged on disk: retrying cannot help, and the shard's
-    /// next owner redoes the object from Kinesis). The lease may be lost
-    /// meanwhile; the upload is then harmless (same key, same records, see
-    /// the module docs).
+    /// next owner redoes the object from Kinesis). The upload never replaces
+    /// an object: one already under the key holds the same records (a key
+    /// names its first record, and a redo cuts at the prepared last one; a
+    /// previous owner's late upload, say) and is adopted. The lease may be
+    /// lost meanwhile; the upload is then harmless (see the module docs).
     async fn upload(&self, key: &str, sealed: &SealedObject) -> Result<(), EmitError> {
         let shared = &self.shared;
         let unreadable = AtomicBool::new(false);
-        with_backoff(
+        let emitted = with_backoff(
             || async {
                 let result = shared.emitter.emit(key, sealed).await;
                 if let Err(EmitError::Buffer(_)) = &result {
@@ -318,6 +322,11 @@ impl ShardArchiver {
         )
         .await?;
         let stats = &shared.stats;
+        if emitted != Emitted::Written {
+            tracing::info!(shard = %self.shard, %key, "the object is already in S3 (an earlier upload of the same records); adopted");
+            stats.objects_adopted.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         stats.objects_uploaded.fetch_add(1, Relaxed);
         stats
             .records_uploaded
@@ -632,10 +641,11 @@ impl RecordProcessor for ShardArchiver {
 
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
         if self.cut_at.is_some() {
-            // A partial object under the prepared key could later be
-            // overwritten by the previous owner's late upload of the whole
-            // one, and the records in between archived twice: leave the
-            // prepared checkpoint for the next owner instead.
+            // Uploading a partial object under the prepared key: if the
+            // previous owner's late upload of the whole one got there first,
+            // the partial one would be adopted in its place, the checkpoint
+            // moved to its end, and the records after it archived a second
+            // time. Leave the prepared checkpoint for the next owner.
             let _ = self.stop().await;
         }
         if !self.stopped {

@@ -4,7 +4,25 @@ mod s3;
 
 use futures::future::BoxFuture;
 
-pub use s3::{OpenUpload, S3Emitter, S3EmitterBuilder, ServerSideEncryption};
+pub use s3::{
+    DIGEST_METADATA, MAX_OBJECT_OVERSHOOT, MAX_PART_BYTES, MAX_PARTS, MAX_PUT_BYTES,
+    MIN_PART_BYTES, OpenUpload, S3Emitter, S3EmitterBuilder, ServerSideEncryption,
+    UploadSettingsError, check_upload_settings,
+};
+
+/// What [`Emitter::emit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emitted {
+    /// The object was written under the key.
+    Written,
+    /// This very object was already under the key (an earlier attempt of
+    /// the same upload succeeded, and a crash or a lost answer hid it); it
+    /// was left as it is.
+    AlreadyThere,
+    /// A different object is under the key; it was left as it is, and this
+    /// one was not written.
+    Occupied,
+}
 
 use crate::buffer::{BufferError, SealedObject};
 
@@ -35,15 +53,18 @@ pub enum EmitError {
 }
 
 /// Writes sealed objects to their destination, under a key the pipeline
-/// chose. Writing the same key twice must leave one object (an overwrite):
-/// that is what makes a retried or repeated upload harmless.
+/// chose. An emitter never replaces an object already under the key (S3:
+/// a conditional write, `If-None-Match: *`): it says so instead, and the
+/// caller decides — the connector adopts it (a key names its records, so the
+/// object there holds the same ones), the journal keeps it if it is its own
+/// and otherwise writes its object under the next number.
 pub trait Emitter: Send + Sync + 'static {
-    /// Writes `object` under `key`.
+    /// Writes `object` under `key` unless an object is there already.
     fn emit<'a>(
         &'a self,
         key: &'a str,
         object: &'a SealedObject,
-    ) -> BoxFuture<'a, Result<(), EmitError>>;
+    ) -> BoxFuture<'a, Result<Emitted, EmitError>>;
 
     /// Whether an object exists under `key`.
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, EmitError>>;

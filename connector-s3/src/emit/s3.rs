@@ -8,12 +8,138 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 
-use super::{EmitError, Emitter};
+use super::{EmitError, Emitted, Emitter};
 use crate::buffer::{BufferError, ObjectReader, SealedObject};
 use crate::compress::Compression;
 
 /// S3's smallest part (except the last).
 const MIN_PART: usize = 5 << 20;
+
+/// The user metadata (`x-amz-meta-kinesis-rs-digest`) every object is
+/// written with: the MD5 of its body and the time of its first entry. When a
+/// conditional write is refused, it tells an earlier upload of this very
+/// object (a crash between the upload and the deletion of its segment, an
+/// answer lost) from another writer's object under the same key.
+pub const DIGEST_METADATA: &str = "kinesis-rs-digest";
+
+/// Whether S3 refused a conditional write (`If-None-Match: *`, HTTP 412):
+/// an object is already under the key.
+fn precondition_failed<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    error.raw_response().map(|r| r.status().as_u16()) == Some(412)
+}
+
+/// The digest written as [`DIGEST_METADATA`].
+fn digest_of(md5: md5::Md5, first_time_ms: i64) -> String {
+    use md5::Digest as _;
+    format!("{:x}-{first_time_ms}", md5.finalize())
+}
+
+/// S3's most parts in a multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's smallest part, except the last (5 MiB).
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// S3's largest part (5 GiB).
+pub const MAX_PART_BYTES: u64 = 5 << 30;
+/// S3's largest single PutObject (5 GiB).
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
+/// How far an object can grow past `max_object_bytes`: it is complete once
+/// a batch takes it there, and a batch is one buffer entry, at most 1 GiB.
+pub const MAX_OBJECT_OVERSHOOT: u64 = 1 << 30;
+
+/// Upload settings S3 would refuse for some object, every time: an object
+/// that could never be uploaded. Builders refuse them up front.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadSettingsError {
+    /// `part_size` below S3's 5 MiB minimum.
+    #[error(
+        "`part_size` {part_size}: S3 takes parts (all but the last) of at least 5 MiB ({MIN_PART_BYTES} bytes)"
+    )]
+    PartTooSmall {
+        /// The part size given.
+        part_size: u64,
+    },
+    /// `part_size` above S3's 5 GiB maximum.
+    #[error("`part_size` {part_size}: S3 takes parts of at most 5 GiB ({MAX_PART_BYTES} bytes)")]
+    PartTooLarge {
+        /// The part size given.
+        part_size: u64,
+    },
+    /// `max_object_bytes` needs more than 10,000 parts of `part_size`.
+    #[error(
+        "`max_object_bytes` {max_object_bytes} with `part_size` {part_size}: an object can reach {largest} bytes (one batch past the limit), {parts} parts, over S3's 10,000; raise `part_size` to at least {needed} or lower `max_object_bytes`"
+    )]
+    TooManyParts {
+        /// The object size limit given.
+        max_object_bytes: u64,
+        /// The part size given.
+        part_size: u64,
+        /// The largest object the limit allows.
+        largest: u64,
+        /// The parts it would take.
+        parts: u64,
+        /// The smallest part size that fits.
+        needed: u64,
+    },
+    /// Objects over 5 GiB would be uploaded with one PutObject.
+    #[error(
+        "`multipart_threshold` {multipart_threshold} with `max_object_bytes` {max_object_bytes}: objects of up to {largest} bytes would go up in one PutObject, over S3's 5 GiB ({MAX_PUT_BYTES} bytes); lower `multipart_threshold` to at most {MAX_PUT_BYTES}"
+    )]
+    PutTooLarge {
+        /// The threshold given.
+        multipart_threshold: u64,
+        /// The object size limit given.
+        max_object_bytes: u64,
+        /// The largest single PutObject the settings allow.
+        largest: u64,
+    },
+    /// SSE-KMS with an empty key id.
+    #[error("`sse_kms_key_id` is empty: name a KMS key, or give none for the AWS managed key")]
+    EmptyKmsKeyId,
+}
+
+/// Checks upload settings against S3's limits (see [`UploadSettingsError`]).
+/// An object is taken to reach `max_object_bytes` plus
+/// [`MAX_OBJECT_OVERSHOOT`].
+pub fn check_upload_settings(
+    max_object_bytes: u64,
+    multipart_threshold: u64,
+    part_size: u64,
+    sse: &ServerSideEncryption,
+) -> Result<(), UploadSettingsError> {
+    if part_size < MIN_PART_BYTES {
+        return Err(UploadSettingsError::PartTooSmall { part_size });
+    }
+    if part_size > MAX_PART_BYTES {
+        return Err(UploadSettingsError::PartTooLarge { part_size });
+    }
+    let largest = max_object_bytes.saturating_add(MAX_OBJECT_OVERSHOOT);
+    let largest_put = largest.min(multipart_threshold.saturating_sub(1));
+    if largest_put > MAX_PUT_BYTES {
+        return Err(UploadSettingsError::PutTooLarge {
+            multipart_threshold,
+            max_object_bytes,
+            largest: largest_put,
+        });
+    }
+    let parts = largest.div_ceil(part_size);
+    if largest >= multipart_threshold && parts > MAX_PARTS {
+        return Err(UploadSettingsError::TooManyParts {
+            max_object_bytes,
+            part_size,
+            largest,
+            parts,
+            needed: largest.div_ceil(MAX_PARTS),
+        });
+    }
+    if let ServerSideEncryption::Kms { key_id: Some(key) } = sse
+        && key.trim().is_empty()
+    {
+        return Err(UploadSettingsError::EmptyKmsKeyId);
+    }
+    Ok(())
+}
 
 /// Server-side encryption of uploaded objects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,7 +190,9 @@ impl S3EmitterBuilder {
         self
     }
 
-    /// Size of each part (at least 5 MiB, S3's minimum). Default: 8 MiB.
+    /// Size of each part (at least 5 MiB, S3's minimum: a smaller size is
+    /// raised to it; the connector and journal builders refuse one, see
+    /// [`check_upload_settings`]). Default: 8 MiB.
     pub fn part_size(mut self, bytes: usize) -> Self {
         self.emitter.part_size = bytes.max(MIN_PART);
         self
@@ -188,34 +316,82 @@ impl S3Emitter {
         &self.client
     }
 
-    async fn put(&self, key: &str, object: &SealedObject) -> Result<(), EmitError> {
+    async fn put(&self, key: &str, object: &SealedObject) -> Result<Emitted, EmitError> {
         let sealed = object.clone();
-        let body = blocking(move || sealed.read_all()).await?;
+        let (body, digest) = blocking(move || {
+            use md5::Digest as _;
+            let body = sealed.read_all()?;
+            let digest = digest_of(
+                md5::Md5::new_with_prefix(&body),
+                sealed.summary.first_time_ms,
+            );
+            Ok((body, digest))
+        })
+        .await?;
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(self.content_type)
+            .metadata(DIGEST_METADATA, &digest)
+            .if_none_match("*")
             .body(ByteStream::from(body));
         let (sse, kms_key) = self.sse.headers();
         request = request
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key);
-        request
-            .send()
-            .await
-            .map_err(|e| failed("PutObject", key, &e))?;
-        Ok(())
+        match request.send().await {
+            Ok(_) => Ok(Emitted::Written),
+            Err(error) if precondition_failed(&error) => self.existing(key, &digest).await,
+            Err(error) => Err(failed("PutObject", key, &error)),
+        }
     }
 
-    async fn multipart(&self, key: &str, object: &SealedObject) -> Result<(), EmitError> {
+    /// After a refused conditional write: whether the object under `key` is
+    /// this one (its digest metadata) or another.
+    async fn existing(&self, key: &str, digest: &str) -> Result<Emitted, EmitError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("HeadObject", key, &e))?;
+        let theirs = head
+            .metadata()
+            .and_then(|metadata| metadata.get(DIGEST_METADATA));
+        if theirs.map(String::as_str) == Some(digest) {
+            tracing::info!(%key, "the object was already uploaded (an earlier attempt); kept");
+            Ok(Emitted::AlreadyThere)
+        } else {
+            tracing::warn!(%key, "another object is under the key; not replaced");
+            Ok(Emitted::Occupied)
+        }
+    }
+
+    async fn multipart(&self, key: &str, object: &SealedObject) -> Result<Emitted, EmitError> {
+        // The digest goes with CreateMultipartUpload, before the parts: one
+        // more read of the object (from the page cache, usually).
+        let sealed = object.clone();
+        let digest = blocking(move || {
+            use md5::Digest as _;
+            let mut reader = sealed.reader()?;
+            let mut md5 = md5::Md5::new();
+            while let Some(chunk) = reader.next_chunk()? {
+                md5.update(&chunk);
+            }
+            Ok(digest_of(md5, sealed.summary.first_time_ms))
+        })
+        .await?;
         let mut request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(self.content_type);
+            .content_type(self.content_type)
+            .metadata(DIGEST_METADATA, &digest);
         let (sse, kms_key) = self.sse.headers();
         request = request
             .set_server_side_encryption(sse)
@@ -226,19 +402,30 @@ impl S3Emitter {
             .map_err(|e| failed("CreateMultipartUpload", key, &e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = self.upload_parts(key, &upload_id, object).await;
-        if result.is_err() {
-            // Best effort: a leftover upload is also cleaned up at start.
-            let _ = self.abort(key, &upload_id).await;
+        match result {
+            Ok(true) => Ok(Emitted::Written),
+            Ok(false) => {
+                // Refused: an object is under the key. S3 keeps the upload
+                // open; it is not needed.
+                let _ = self.abort(key, &upload_id).await;
+                self.existing(key, &digest).await
+            }
+            Err(error) => {
+                // Best effort: a leftover upload is also cleaned up at start.
+                let _ = self.abort(key, &upload_id).await;
+                Err(error)
+            }
         }
-        result
     }
 
+    /// Uploads the parts and completes the upload, unless an object is
+    /// under the key already (`Ok(false)`).
     async fn upload_parts(
         &self,
         key: &str,
         upload_id: &str,
         object: &SealedObject,
-    ) -> Result<(), EmitError> {
+    ) -> Result<bool, EmitError> {
         let sealed = object.clone();
         let mut reader = Some(blocking(move || sealed.reader()).await?);
         let mut carry = Vec::new();
@@ -282,20 +469,25 @@ impl S3Emitter {
                     .build(),
             );
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| failed("CompleteMultipartUpload", key, &e))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(true),
+            Err(error) if precondition_failed(&error) => Ok(false),
+            Err(error) => Err(failed("CompleteMultipartUpload", key, &error)),
+        }
     }
 
     /// Aborts a multipart upload.
@@ -383,7 +575,7 @@ impl Emitter for S3Emitter {
         &'a self,
         key: &'a str,
         object: &'a SealedObject,
-    ) -> BoxFuture<'a, Result<(), EmitError>> {
+    ) -> BoxFuture<'a, Result<Emitted, EmitError>> {
         async move {
             if object.summary.bytes >= self.multipart_threshold {
                 self.multipart(key, object).await
@@ -412,5 +604,99 @@ impl Emitter for S3Emitter {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn check(max_object: u64, threshold: u64, part: u64) -> Result<(), UploadSettingsError> {
+        check_upload_settings(max_object, threshold, part, &ServerSideEncryption::S3)
+    }
+
+    #[test]
+    fn the_defaults_and_s3s_limits_themselves_are_accepted() {
+        assert_eq!(check(64 * MIB, 16 * MIB, 8 * MIB), Ok(()));
+        assert_eq!(check(GIB, 5 * GIB, 5 * MIB), Ok(()));
+        assert_eq!(check(64 * MIB, 16 * MIB, 5 * GIB), Ok(()));
+        // Objects that never reach the threshold need no parts at all.
+        assert_eq!(check(MIB, 4 * GIB, 5 * MIB), Ok(()));
+    }
+
+    #[test]
+    fn a_part_under_5_mib_or_over_5_gib_is_refused() {
+        assert_eq!(
+            check(64 * MIB, 16 * MIB, 5 * MIB - 1),
+            Err(UploadSettingsError::PartTooSmall {
+                part_size: 5 * MIB - 1
+            })
+        );
+        assert_eq!(
+            check(64 * MIB, 16 * MIB, 5 * GIB + 1),
+            Err(UploadSettingsError::PartTooLarge {
+                part_size: 5 * GIB + 1
+            })
+        );
+    }
+
+    #[test]
+    fn an_object_of_more_than_10000_parts_is_refused_naming_the_part_size_that_fits() {
+        let error = check(100 * GIB, 16 * MIB, 8 * MIB).unwrap_err();
+        let UploadSettingsError::TooManyParts { parts, needed, .. } = error.clone() else {
+            panic!("{error}");
+        };
+        assert_eq!(parts, (101 * GIB).div_ceil(8 * MIB));
+        assert_eq!(check(100 * GIB, 16 * MIB, needed), Ok(()));
+        assert_eq!(
+            check(100 * GIB, 16 * MIB, needed - 1),
+            Err(UploadSettingsError::TooManyParts {
+                max_object_bytes: 100 * GIB,
+                part_size: needed - 1,
+                largest: 101 * GIB,
+                parts: 10_001,
+                needed,
+            })
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("`max_object_bytes`") && message.contains("`part_size`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_single_put_over_5_gib_is_refused() {
+        let error = check(8 * GIB, 10 * GIB, 8 * MIB).unwrap_err();
+        assert_eq!(
+            error,
+            UploadSettingsError::PutTooLarge {
+                multipart_threshold: 10 * GIB,
+                max_object_bytes: 8 * GIB,
+                largest: 9 * GIB,
+            }
+        );
+        assert!(
+            error.to_string().contains("`multipart_threshold`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_kms_key_id_is_refused() {
+        let sse = |key: &str| ServerSideEncryption::Kms {
+            key_id: Some(key.to_owned()),
+        };
+        assert_eq!(
+            check_upload_settings(64 * MIB, 16 * MIB, 8 * MIB, &sse(" ")),
+            Err(UploadSettingsError::EmptyKmsKeyId)
+        );
+        assert_eq!(
+            check_upload_settings(64 * MIB, 16 * MIB, 8 * MIB, &sse("alias/archive")),
+            Ok(())
+        );
     }
 }

@@ -238,13 +238,17 @@ impl JournalConfigBuilder {
         self
     }
 
-    /// Objects at least this large are uploaded in parts. Default: 16 MiB.
+    /// Objects at least this large are uploaded in parts; at most 5 GiB
+    /// (S3's largest PutObject) unless objects stay below that. Default:
+    /// 16 MiB.
     pub fn multipart_threshold(mut self, bytes: u64) -> Self {
         self.multipart_threshold = bytes;
         self
     }
 
-    /// Multipart part size (at least 5 MiB). Default: 8 MiB.
+    /// Multipart part size: 5 MiB to 5 GiB, and large enough that an object
+    /// (`max_object_bytes` plus one batch, up to 1 GiB) fits in S3's 10,000
+    /// parts; `build` refuses other sizes. Default: 8 MiB.
     pub fn part_size(mut self, bytes: usize) -> Self {
         self.part_size = bytes;
         self
@@ -279,6 +283,12 @@ impl JournalConfigBuilder {
                 message: "must be positive".into(),
             });
         }
+        crate::emit::check_upload_settings(
+            self.max_object_bytes,
+            self.multipart_threshold,
+            self.part_size as u64,
+            &self.sse,
+        )?;
         let emitter = S3Emitter::builder(client, bucket)
             .multipart_threshold(self.multipart_threshold)
             .part_size(self.part_size)
@@ -302,5 +312,59 @@ impl JournalConfigBuilder {
             max_object_age: self.max_object_age,
             max_buffered_bytes: self.max_buffered_bytes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emit::UploadSettingsError;
+
+    fn builder() -> JournalConfigBuilder {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .build(),
+        );
+        JournalConfig::builder()
+            .s3_client(client)
+            .bucket("b")
+            .directory("/nonexistent/journal")
+    }
+
+    #[test]
+    fn upload_settings_s3_would_refuse_are_refused_at_build() {
+        assert!(builder().build().is_ok());
+        let refused = |b: JournalConfigBuilder| match b.build() {
+            Err(JournalError::UploadSettings(error)) => error,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            refused(builder().part_size(1 << 20)),
+            UploadSettingsError::PartTooSmall { .. }
+        ));
+        assert!(matches!(
+            refused(builder().part_size(6 << 30)),
+            UploadSettingsError::PartTooLarge { .. }
+        ));
+        assert!(matches!(
+            refused(builder().max_object_bytes(100 << 30)),
+            UploadSettingsError::TooManyParts { .. }
+        ));
+        assert!(matches!(
+            refused(
+                builder()
+                    .max_object_bytes(8 << 30)
+                    .multipart_threshold(u64::MAX)
+            ),
+            UploadSettingsError::PutTooLarge { .. }
+        ));
+        assert!(matches!(
+            refused(builder().server_side_encryption(ServerSideEncryption::Kms {
+                key_id: Some(String::new())
+            })),
+            UploadSettingsError::EmptyKmsKeyId
+        ));
     }
 }

@@ -9,8 +9,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Counters, JournalConfig, JournalError, Put};
-use crate::buffer::{Buffer, DiskBuffer, EntryMeta, SealedObject};
-use crate::emit::Emitter as _;
+use crate::buffer::{Buffer, DiskBuffer, EntryMeta, ObjectNumbers, SealedObject};
+use crate::emit::{Emitted, Emitter as _};
 use crate::key::KeyFields;
 use crate::retry::with_backoff;
 use crate::transform::epoch_millis;
@@ -25,14 +25,8 @@ pub(super) async fn start(
     closing: &watch::Receiver<bool>,
     tasks: &mut Tasks,
 ) -> Result<mpsc::Sender<Put>, JournalError> {
-    let dir = config.directory.join(format!("lane-{lane}"));
-    let fsync = config.fsync;
-    let (buffer, recovery) = tokio::task::spawn_blocking(move || DiskBuffer::open(dir, fsync))
-        .await
-        .map_err(|join| JournalError::Config {
-            name: "directory",
-            message: join.to_string(),
-        })??;
+    let (buffer, recovery) = open_lane(config, lane).await?;
+    let numbers = buffer.numbers();
     counters
         .quarantined
         .fetch_add(recovery.quarantined, Relaxed);
@@ -62,11 +56,111 @@ pub(super) async fn start(
     tasks.uploaders.spawn(upload(
         config.clone(),
         lane,
+        numbers,
         upload_rx,
         budget,
         counters.clone(),
     ));
     Ok(tx)
+}
+
+/// The directory of a lane.
+fn lane_dir(config: &JournalConfig, lane: u32) -> std::path::PathBuf {
+    config.directory.join(format!("lane-{lane}"))
+}
+
+async fn open_lane(
+    config: &JournalConfig,
+    lane: u32,
+) -> Result<(DiskBuffer, crate::buffer::Recovery), JournalError> {
+    let dir = lane_dir(config, lane);
+    let fsync = config.fsync;
+    tokio::task::spawn_blocking(move || DiskBuffer::open(dir, fsync))
+        .await
+        .map_err(|join| JournalError::Config {
+            name: "directory",
+            message: join.to_string(),
+        })?
+        .map_err(JournalError::from)
+}
+
+/// The lanes beyond `config.shards` that have a directory: an earlier run
+/// had more lanes.
+pub(super) async fn extra_lanes(config: &JournalConfig) -> Result<Vec<u32>, JournalError> {
+    let directory = config.directory.clone();
+    let shards = config.shards;
+    let listed = tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(crate::buffer::BufferError::io(&directory)(error)),
+        };
+        let mut lanes = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(crate::buffer::BufferError::io(&directory))?;
+            let lane = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("lane-"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(lane) = lane.filter(|&lane| lane as usize >= shards)
+                && entry.path().is_dir()
+            {
+                lanes.push(lane);
+            }
+        }
+        lanes.sort_unstable();
+        Ok(lanes)
+    })
+    .await
+    .map_err(|join| JournalError::Config {
+        name: "directory",
+        message: join.to_string(),
+    })??;
+    Ok(listed)
+}
+
+/// Uploads what a lane beyond the configured count left (an earlier run had
+/// more lanes), under that lane's keys and numbers; nothing new is written
+/// to it. Its directory stays, with its object counter, for a later run
+/// with that many lanes again.
+pub(super) async fn drain(
+    config: &Arc<JournalConfig>,
+    lane: u32,
+    counters: &Arc<Counters>,
+    tasks: &mut Tasks,
+) -> Result<(), JournalError> {
+    let (buffer, recovery) = open_lane(config, lane).await?;
+    counters
+        .quarantined
+        .fetch_add(recovery.quarantined, Relaxed);
+    if recovery.objects.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        lane,
+        lanes = config.shards,
+        objects = recovery.objects.len(),
+        "uploading what an earlier run with more lanes left in this lane"
+    );
+    let (upload_tx, upload_rx) = mpsc::unbounded_channel();
+    for object in recovery.objects {
+        counters
+            .buffered_bytes
+            .fetch_add(object.summary.bytes, Relaxed);
+        let _ = upload_tx.send((object, 0));
+    }
+    // No writer: the uploader ends once these are uploaded.
+    drop(upload_tx);
+    tasks.uploaders.spawn(upload(
+        config.clone(),
+        lane,
+        buffer.numbers(),
+        upload_rx,
+        Arc::new(Semaphore::new(0)),
+        counters.clone(),
+    ));
+    Ok(())
 }
 
 /// A journal's lane tasks. Writers end once their queue is on disk;
@@ -289,33 +383,58 @@ impl Writer {
     }
 }
 
+fn object_key(config: &JournalConfig, lane: u32, object: &SealedObject) -> String {
+    let summary = &object.summary;
+    config.template.render(&KeyFields {
+        time: chrono::DateTime::from_timestamp_millis(summary.first_time_ms)
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+        id: &config.id,
+        lane,
+        object: summary.object,
+        ext: config.compression.extension(),
+        ..Default::default()
+    })
+}
+
+/// Uploads each object; never replaces an object in S3. An object already
+/// under the key is either this one (uploaded before a crash kept its
+/// segment: done) or another's (the same id with another or an emptied
+/// directory: this object moves to its lane's next number, persisted, and
+/// is uploaded under that key).
 async fn upload(
     config: Arc<JournalConfig>,
     lane: u32,
+    numbers: ObjectNumbers,
     mut objects: mpsc::UnboundedReceiver<Sealed>,
     budget: Arc<Semaphore>,
     counters: Arc<Counters>,
 ) -> Result<(), JournalError> {
-    while let Some((object, permits)) = objects.recv().await {
+    while let Some((mut object, permits)) = objects.recv().await {
+        loop {
+            let key = object_key(&config, lane, &object);
+            let emitted = with_backoff(
+                || config.emitter.emit(&key, &object),
+                || true,
+                |error, delay| {
+                    counters.retries.fetch_add(1, Relaxed);
+                    tracing::warn!(%key, %error, ?delay, "journal upload failed; retrying");
+                },
+            )
+            .await;
+            if !matches!(emitted, Ok(Emitted::Occupied)) {
+                break;
+            }
+            let from = object.summary.object;
+            object = renumber(&numbers, object).await?;
+            tracing::warn!(
+                %key,
+                lane,
+                from,
+                to = object.summary.object,
+                "another object is under this object's key (another journal with this id, or this one's directory was replaced); uploading it under the lane's next number"
+            );
+        }
         let summary = &object.summary;
-        let key = config.template.render(&KeyFields {
-            time: chrono::DateTime::from_timestamp_millis(summary.first_time_ms)
-                .unwrap_or(chrono::DateTime::UNIX_EPOCH),
-            id: &config.id,
-            lane,
-            object: summary.object,
-            ext: config.compression.extension(),
-            ..Default::default()
-        });
-        let _ = with_backoff(
-            || config.emitter.emit(&key, &object),
-            || true,
-            |error, delay| {
-                counters.retries.fetch_add(1, Relaxed);
-                tracing::warn!(%key, %error, ?delay, "journal upload failed; retrying");
-            },
-        )
-        .await;
         let fsync = config.fsync;
         let removed = object.clone();
         match tokio::task::spawn_blocking(move || removed.remove_files(fsync)).await {
@@ -329,6 +448,34 @@ async fn upload(
         budget.add_permits(permits as usize);
     }
     Ok(())
+}
+
+/// Moves a sealed object to its lane's next number; disk errors are retried
+/// every second (the object stays where it is meanwhile).
+async fn renumber(
+    numbers: &ObjectNumbers,
+    object: SealedObject,
+) -> Result<SealedObject, JournalError> {
+    loop {
+        let numbers = numbers.clone();
+        let mut moved = object.clone();
+        let renumbered =
+            tokio::task::spawn_blocking(move || numbers.renumber(&mut moved).map(|()| moved))
+                .await
+                .map_err(|join| {
+                    JournalError::Buffer(crate::buffer::BufferError::Io {
+                        path: "<journal renumber task>".into(),
+                        source: std::io::Error::other(join.to_string()),
+                    })
+                })?;
+        match renumbered {
+            Ok(moved) => return Ok(moved),
+            Err(error) => {
+                tracing::error!(%error, "cannot move a journal object to a new number; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 fn listing_prefix(config: &JournalConfig) -> String {

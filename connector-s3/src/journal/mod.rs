@@ -11,6 +11,15 @@
 //! keys, so a crash at any point neither loses an entry that was on disk
 //! (`put_durable` returned) nor duplicates one; entries `put` but still
 //! queued in memory are lost with the process.
+//!
+//! An object in S3 is never replaced: uploads are conditional
+//! (`If-None-Match: *`) and carry a digest of the object
+//! ([`DIGEST_METADATA`](crate::emit::DIGEST_METADATA)). When the key is
+//! taken by an object with the same digest, that is this object, uploaded
+//! before a crash kept its segment: done. Any other object there belongs to
+//! another run with the same id (a replaced host with an empty directory,
+//! say): this object takes its lane's next number (persisted) and is
+//! uploaded under that key instead.
 
 mod config;
 mod lane;
@@ -47,6 +56,10 @@ pub enum JournalError {
     /// The key template is unusable.
     #[error(transparent)]
     KeyTemplate(#[from] KeyTemplateError),
+    /// Upload settings S3 would refuse (`part_size`, `multipart_threshold`,
+    /// `max_object_bytes`, SSE).
+    #[error(transparent)]
+    UploadSettings(#[from] crate::emit::UploadSettingsError),
     /// The buffer failed.
     #[error(transparent)]
     Buffer(#[from] BufferError),
@@ -165,7 +178,10 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// Opens the journal: recovers each lane's buffer (uploading what an
     /// earlier run left), aborts multipart uploads of this id left open,
-    /// and starts the lanes.
+    /// and starts the lanes. A directory written with more lanes than
+    /// `shards` is drained: what the extra lanes hold is uploaded under
+    /// their own keys (and `close` waits for it), and no new entry goes to
+    /// them.
     pub async fn open(config: JournalConfig) -> Result<Self, JournalError> {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
@@ -176,6 +192,9 @@ impl Journal {
         for lane in 0..config.shards {
             lanes
                 .push(lane::start(&config, lane as u32, &counters, &closing_rx, &mut tasks).await?);
+        }
+        for lane in lane::extra_lanes(&config).await? {
+            lane::drain(&config, lane, &counters, &mut tasks).await?;
         }
         let expiry = config.expiration.map(|expiration| {
             let config = config.clone();

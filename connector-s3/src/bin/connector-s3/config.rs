@@ -115,13 +115,13 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "multipart_threshold",
         Kind::Int,
         "16777216",
-        "objects at least this large are uploaded in parts",
+        "objects at least this large are uploaded in parts (at most 5 GiB, S3's largest PutObject, unless objects stay smaller)",
     ),
     (
         "part_size",
         Kind::Int,
         "8388608",
-        "multipart part size (at least 5 MiB)",
+        "multipart part size: 5 MiB to 5 GiB, and large enough for max_object_bytes + 1 GiB (one batch) in 10,000 parts",
     ),
     (
         "sse",
@@ -133,7 +133,7 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "sse_kms_key_id",
         Kind::Str,
         "(AWS managed key)",
-        "KMS key id or ARN with sse = aws:kms",
+        "KMS key id or ARN; only with sse = aws:kms",
     ),
     (
         "force_path_style",
@@ -296,6 +296,13 @@ impl Config {
     }
 
     pub fn sse(&self) -> anyhow::Result<ServerSideEncryption> {
+        let kms = matches!(self.sse.as_deref(), Some("aws:kms" | "kms" | "sse-kms"));
+        if let (false, Some(key)) = (kms, &self.sse_kms_key_id) {
+            bail!(
+                "sse_kms_key_id {key:?} is given but sse is {:?}: a KMS key is used only with sse = \"aws:kms\" (set that, or drop sse_kms_key_id)",
+                self.sse.as_deref().unwrap_or("bucket-default")
+            );
+        }
         Ok(match self.sse.as_deref() {
             None | Some("bucket-default" | "none") => ServerSideEncryption::BucketDefault,
             Some("aes256" | "AES256" | "sse-s3") => ServerSideEncryption::S3,
