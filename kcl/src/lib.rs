@@ -22,12 +22,14 @@ pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
 
 pub mod checkpoint;
 pub mod lease;
+mod lease_coordinator;
 pub mod metrics;
 pub mod processor;
 pub mod retrieval;
 pub mod scheduler;
 mod shard_consumer;
 mod shard_sync;
+pub mod timeouts;
 
 /// Most bytes kept of each message in an [`error_chain`]: services echo the
 /// offending value in their messages, which could be megabytes.

@@ -22,3 +22,9 @@ pub const UNREADABLE_LEASES: &str = "kcl_unreadable_lease_items";
 /// processor sees them (a processor sees each record at most once per lease,
 /// in increasing order).
 pub const REPEATED_RECORDS_DROPPED: &str = "kcl_repeated_records_dropped_total";
+/// Counter: leases given up because they could not be renewed in time
+/// (fencing by local deadline; the processor gets `lease_lost`).
+pub const LEASES_FENCED: &str = "kcl_leases_fenced_total";
+/// Counter: record processors that panicked (their lease is released and
+/// the shard retried from its checkpoint after a growing cooldown).
+pub const PROCESSOR_FAILURES: &str = "kcl_processor_failures_total";

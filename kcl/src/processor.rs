@@ -4,10 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::lease::{Lease, LeaseError, LeaseTable};
+use crate::lease::{HeldLease, LeaseError};
 use crate::retrieval::ConsumerRecord;
 
 /// Given to [`RecordProcessor::initialize`].
@@ -108,9 +106,7 @@ pub enum CheckpointError {
 /// processor that cannot go on can [hand its lease back](Self::release_lease).
 #[derive(Debug)]
 pub struct Checkpointer {
-    table: LeaseTable,
-    lease: Arc<Mutex<Lease>>,
-    worker_id: String,
+    lease: Arc<HeldLease>,
     largest_delivered: ExtendedSequenceNumber,
     shard_ended: bool,
     end: Option<End>,
@@ -126,16 +122,9 @@ pub(crate) enum End {
 }
 
 impl Checkpointer {
-    pub(crate) fn new(
-        table: LeaseTable,
-        lease: Arc<Mutex<Lease>>,
-        worker_id: String,
-        start: ExtendedSequenceNumber,
-    ) -> Self {
+    pub(crate) fn new(lease: Arc<HeldLease>, start: ExtendedSequenceNumber) -> Self {
         Self {
-            table,
             lease,
-            worker_id,
             largest_delivered: start,
             shard_ended: false,
             end: None,
@@ -181,13 +170,12 @@ impl Checkpointer {
     }
 
     /// The answer to a conditional write: refused means another owner.
-    fn answer(&mut self, written: bool, lease_key: &str) -> Result<(), CheckpointError> {
+    fn answer(&mut self, written: bool) -> Result<(), CheckpointError> {
         if written {
-            metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             return Ok(());
         }
         self.end.get_or_insert(End::LeaseLost);
-        Err(CheckpointError::LeaseLost(lease_key.to_owned()))
+        Err(CheckpointError::LeaseLost(self.lease.key()))
     }
 
     pub(crate) fn delivered(&mut self, position: ExtendedSequenceNumber) {
@@ -225,21 +213,13 @@ impl Checkpointer {
         position: ExtendedSequenceNumber,
         state: Option<Vec<u8>>,
     ) -> Result<(), CheckpointError> {
-        self.check_range(&position).await?;
-        let mut lease = self.lease.lock().await;
-        let current = lease.checkpoint.clone();
+        self.check_range(&position)?;
+        let current = self.lease.snapshot().checkpoint;
         let ok = self
-            .table
-            .checkpoint(
-                &mut lease,
-                &self.worker_id,
-                &current,
-                Some((&position, state.as_deref())),
-            )
+            .lease
+            .checkpoint(&current, Some((&position, state.as_deref())))
             .await?;
-        let key = lease.lease_key.clone();
-        drop(lease);
-        self.answer(ok, &key)
+        self.answer(ok)
     }
 
     /// Checkpoints SHARD_END; only after the shard has ended.
@@ -247,35 +227,25 @@ impl Checkpointer {
         if !self.shard_ended {
             return Err(CheckpointError::ShardNotEnded);
         }
-        self.ensure_held().await?;
-        let mut lease = self.lease.lock().await;
+        self.ensure_held()?;
         let ok = self
-            .table
-            .checkpoint(
-                &mut lease,
-                &self.worker_id,
-                &ExtendedSequenceNumber::SHARD_END,
-                None,
-            )
+            .lease
+            .checkpoint(&ExtendedSequenceNumber::SHARD_END, None)
             .await?;
-        let key = lease.lease_key.clone();
-        drop(lease);
-        self.answer(ok, &key)
+        self.answer(ok)
     }
 
     /// Refuses every write once the lease is lost or released.
-    async fn ensure_held(&self) -> Result<(), CheckpointError> {
+    fn ensure_held(&self) -> Result<(), CheckpointError> {
         match self.end {
-            Some(_) => Err(CheckpointError::LeaseLost(
-                self.lease.lock().await.lease_key.clone(),
-            )),
+            Some(_) => Err(CheckpointError::LeaseLost(self.lease.key())),
             None => Ok(()),
         }
     }
 
-    async fn check_range(&self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
-        self.ensure_held().await?;
-        let last_checkpoint = self.lease.lock().await.checkpoint.clone();
+    fn check_range(&self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
+        self.ensure_held()?;
+        let last_checkpoint = self.lease.snapshot().checkpoint;
         let below = position.sequence_number().is_some()
             && last_checkpoint.sequence_number().is_some()
             && *position < last_checkpoint;
@@ -294,14 +264,8 @@ impl Checkpointer {
     }
 
     async fn write(&mut self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
-        self.check_range(position).await?;
-        let mut lease = self.lease.lock().await;
-        let ok = self
-            .table
-            .checkpoint(&mut lease, &self.worker_id, position, None)
-            .await?;
-        let key = lease.lease_key.clone();
-        drop(lease);
-        self.answer(ok, &key)
+        self.check_range(position)?;
+        let ok = self.lease.checkpoint(position, None).await?;
+        self.answer(ok)
     }
 }

@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::lease::{Lease, LeaseError, LeaseTable, LeaseTaker};
-use crate::metrics as m;
+use crate::lease::{Lease, LeaseError, LeaseScan, LeaseTable};
+use crate::lease_coordinator::{LeaseCoordinator, Timings};
 use crate::processor::RecordProcessor;
 use crate::retrieval::{StartingPosition, register_consumer};
 use crate::shard_consumer::{self, ShardContext, Stop};
-use crate::shard_sync::ShardSyncer;
+use crate::shard_sync::{self, ShardSyncer};
+use crate::timeouts::ApiTimeouts;
 
 /// Consumer settings. Defaults as the Java KCL's unless noted.
 #[derive(Debug, Clone)]
@@ -33,7 +34,9 @@ pub struct ConsumerConfig {
     /// Where shards without a checkpoint start. Default: LATEST.
     pub initial_position: StartingPosition,
     /// A lease whose counter does not move for this long is expired.
-    /// Default: 10 s. Leases are renewed every third of it.
+    /// Default: 10 s. Leases are renewed every third of it; a lease this
+    /// worker could not renew for three quarters of it is given up (its
+    /// processor gets `lease_lost`) before another worker can take it.
     pub failover_time: Duration,
     /// Most leases this worker holds. Default: unlimited.
     pub max_leases_per_worker: usize,
@@ -58,6 +61,22 @@ pub struct ConsumerConfig {
     /// processor can act on time (flush a buffer by age) on an idle shard.
     /// Default: false (the Java KCL's `callProcessRecordsEvenForEmptyRecordList`).
     pub process_empty_batches: bool,
+    /// How long this worker leaves a lease to others after releasing it
+    /// because its processor ended without finishing the shard (it gave the
+    /// lease back, or panicked — then the pause doubles with each
+    /// consecutive panic, up to 32 times this). Default: 10 s.
+    pub release_cooldown: Duration,
+    /// Longest graceful shutdown: processors' `shutdown_requested` and the
+    /// release of the leases. On time-out the processors are stopped where
+    /// they are (no record is lost: checkpoints never pass unprocessed
+    /// records) and the leases expire. Default: 30 s.
+    pub shutdown_timeout: Duration,
+    /// Timeouts of the lease table's client. Default:
+    /// [`ApiTimeouts::DYNAMODB`] (connect 3 s, attempt 5 s, operation 15 s).
+    pub dynamodb_timeouts: ApiTimeouts,
+    /// Timeouts of the Kinesis client. Default: [`ApiTimeouts::KINESIS`]
+    /// (connect 3 s, attempt 10 s, operation 30 s).
+    pub kinesis_timeouts: ApiTimeouts,
 }
 
 /// How a consumer reads its shards.
@@ -96,6 +115,10 @@ impl ConsumerConfig {
             max_prefetch_bytes: 8 << 20,
             retrieval: RetrievalMode::Polling,
             process_empty_batches: false,
+            release_cooldown: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            dynamodb_timeouts: ApiTimeouts::DYNAMODB,
+            kinesis_timeouts: ApiTimeouts::KINESIS,
         }
     }
 
@@ -122,12 +145,6 @@ pub enum ConsumerError {
     /// The enhanced fan-out consumer could not be registered.
     #[error(transparent)]
     Retrieval(#[from] crate::retrieval::RetrievalError),
-}
-
-struct Held {
-    lease: Arc<Mutex<Lease>>,
-    stop: watch::Sender<Stop>,
-    task: Option<AbortHandle>,
 }
 
 /// Asks a running scheduler to shut down gracefully.
@@ -181,14 +198,16 @@ where
     F: Fn(&str) -> P + Send + Sync + 'static,
     P: RecordProcessor,
 {
-    /// A scheduler using clients built from `sdk_config`.
+    /// A scheduler using clients built from `sdk_config`, with the
+    /// timeouts of [`ConsumerConfig::dynamodb_timeouts`] and
+    /// [`ConsumerConfig::kinesis_timeouts`] where `sdk_config` sets none.
     pub fn new(sdk_config: &aws_config::SdkConfig, config: ConsumerConfig, factory: F) -> Self {
         let table = LeaseTable::new(
-            aws_sdk_dynamodb::Client::new(sdk_config),
+            aws_sdk_dynamodb::Client::new(&config.dynamodb_timeouts.apply(sdk_config)),
             &config.application_name,
         );
         Self {
-            kinesis: aws_sdk_kinesis::Client::new(sdk_config),
+            kinesis: aws_sdk_kinesis::Client::new(&config.kinesis_timeouts.apply(sdk_config)),
             table,
             config,
             factory: Arc::new(factory),
@@ -221,192 +240,136 @@ where
                 consumer_arns.insert(stream.clone(), arn);
             }
         }
-        let renew_every = self.config.failover_time / 3;
-        let mut taker = LeaseTaker::new(
+        let failover = self.config.failover_time;
+        let timings = Timings {
+            failover,
+            fence_after: failover * 3 / 4,
+            renew_every: failover / 3,
+            release_cooldown: self.config.release_cooldown,
+        };
+        let mut coordinator = LeaseCoordinator::new(
+            self.table.clone(),
             &self.config.worker_id,
-            self.config.failover_time,
+            timings,
             self.config.max_leases_per_worker,
         );
-        let mut held: HashMap<String, Held> = HashMap::new();
-        // Owns every shard task: if this future is dropped (an abrupt stop),
-        // they stop too, and their leases expire for other workers to take.
+        // Owns every shard consumer: if this future is dropped (an abrupt
+        // stop), they stop too, and their leases expire for others to take.
         let mut tasks: JoinSet<()> = JoinSet::new();
-        // Tasks of lost leases that have not stopped yet.
-        let mut stopping: HashMap<String, AbortHandle> = HashMap::new();
+        let mut task_keys: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut last_sync: Option<Instant> = None;
         let mut shutdown = self.shutdown_request.subscribe();
-        let mut tick = tokio::time::interval(renew_every);
+        let mut tick = tokio::time::interval(timings.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
+            while let Some(joined) = tasks.try_join_next_with_id() {
+                let (id, panicked) = match joined {
+                    Ok((id, ())) => (id, false),
+                    Err(error) => (error.id(), error.is_panic()),
+                };
+                if let Some(key) = task_keys.remove(&id) {
+                    coordinator.consumer_ended(&key, panicked);
+                }
+            }
+            coordinator.check_held().await;
             if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
                 match self.shard_syncer().sync(&self.config.streams).await {
                     Ok(()) => last_sync = Some(Instant::now()),
                     Err(error) => tracing::warn!(%error, "shard sync failed"),
                 }
             }
-            while tasks.try_join_next().is_some() {}
-            if let Err(error) = self
-                .maintain(
-                    &mut taker,
-                    &mut held,
-                    &mut tasks,
-                    &consumer_arns,
-                    &mut stopping,
-                )
-                .await
-            {
-                tracing::warn!(%error, "lease maintenance failed");
+            let scan = match coordinator.take().await {
+                Ok(scan) => scan,
+                Err(error) => {
+                    tracing::warn!(%error, "scanning the lease table failed");
+                    continue;
+                }
+            };
+            self.start_consumers(
+                &mut coordinator,
+                &scan,
+                &mut tasks,
+                &mut task_keys,
+                &consumer_arns,
+            );
+            if let Err(error) = shard_sync::delete_finished_leases(&self.table, &scan).await {
+                tracing::warn!(%error, "deleting finished leases failed");
             }
         }
-        // Graceful: let every processor checkpoint, then hand the leases over.
-        for held_lease in held.values() {
-            let _ = held_lease.stop.send(Stop::Shutdown);
+        // Graceful, within shutdown_timeout: let every processor checkpoint,
+        // then hand the leases over. On time-out the consumers are stopped
+        // where they are: their checkpoints never passed unprocessed
+        // records, and the leases expire for other workers.
+        for held in coordinator.held.values() {
+            let _ = held.stop.send(Stop::Shutdown);
         }
-        while tasks.join_next().await.is_some() {}
-        for (_, held_lease) in held.drain() {
-            let mut lease = held_lease.lease.lock().await;
-            let _ = self.table.evict(&mut lease, &self.config.worker_id).await;
+        let graceful = async {
+            while tasks.join_next().await.is_some() {}
+            coordinator.release_all().await;
+        };
+        if tokio::time::timeout(self.config.shutdown_timeout, graceful)
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?self.config.shutdown_timeout,
+                "graceful shutdown timed out; processors stopped where they were, leases left to expire");
+            tasks.abort_all();
         }
         Ok(())
     }
 
-    /// Renews held leases, takes new ones, starts shard workers whose parents
-    /// are done, and cleans up finished leases.
-    async fn maintain(
+    /// Starts a shard consumer for each held lease whose parents have
+    /// finished (a parent without a lease is done or was never to be read;
+    /// an unreadable one is not known to be done).
+    fn start_consumers(
         &self,
-        taker: &mut LeaseTaker,
-        held: &mut HashMap<String, Held>,
+        coordinator: &mut LeaseCoordinator,
+        scan: &LeaseScan,
         tasks: &mut JoinSet<()>,
+        task_keys: &mut HashMap<tokio::task::Id, String>,
         consumer_arns: &HashMap<String, String>,
-        stopping: &mut HashMap<String, AbortHandle>,
-    ) -> Result<(), LeaseError> {
-        let worker = self.config.worker_id.as_str();
-        // Renew; drop what was lost or finished.
-        let mut gone = Vec::new();
-        let mut lost = Vec::new();
-        for (key, held_lease) in held.iter() {
-            let finished = held_lease
-                .task
-                .as_ref()
-                .is_some_and(AbortHandle::is_finished);
-            let mut lease = held_lease.lease.lock().await;
-            if finished {
-                // The processor ended (shard end, lease lost, or it gave the
-                // lease back): release it, to be taken again if unfinished.
-                let _ = self.table.evict(&mut lease, worker).await;
-                gone.push(key.clone());
-            } else if !self.table.renew(&mut lease, worker).await? {
-                tracing::info!(lease = %key, %worker, "lease lost");
-                metrics::counter!(m::LEASES_LOST).increment(1);
-                let _ = held_lease.stop.send(Stop::LeaseLost);
-                lost.push(key.clone());
-            }
-        }
-        for key in gone {
-            held.remove(&key);
-        }
-        // A lost lease's processor may still be finishing a batch: never run
-        // a second one for the same shard until it has stopped.
-        for key in lost {
-            if let Some(Held {
-                task: Some(task), ..
-            }) = held.remove(&key)
-            {
-                stopping.insert(key, task);
-            }
-        }
-        stopping.retain(|_, task| !task.is_finished());
-
-        let scan = self.table.scan().await?;
-        let leases = scan.leases;
-        let plan = taker.plan(&leases, Instant::now());
-        for key in plan.take.into_iter().chain(plan.steal) {
-            if stopping.contains_key(&key) {
-                continue;
-            }
-            let Some(lease) = leases.iter().find(|l| l.lease_key == key) else {
-                continue;
-            };
-            let mut lease = lease.clone();
-            if self.table.take(&mut lease, worker).await? {
-                tracing::info!(lease = %key, %worker, "lease taken");
-                metrics::counter!(m::LEASES_TAKEN).increment(1);
-                let (stop, _) = watch::channel(Stop::Run);
-                held.insert(
-                    key,
-                    Held {
-                        lease: Arc::new(Mutex::new(lease)),
-                        stop,
-                        task: None,
-                    },
-                );
-            }
-        }
-
-        metrics::gauge!(m::LEASES_HELD).set(held.len() as f64);
-
-        // Start the shards whose parents have finished (a parent without a
-        // lease is done or was never to be read; an unreadable one is not
-        // known to be done).
+    ) {
         let finished = |key: &str| {
             !scan.unreadable.iter().any(|k| k == key)
-                && leases
+                && scan
+                    .leases
                     .iter()
                     .find(|l| l.lease_key == key)
                     .is_none_or(|l| l.checkpoint == ExtendedSequenceNumber::SHARD_END)
         };
-        for held_lease in held.values_mut() {
-            if held_lease.task.is_some() {
+        for (key, held) in coordinator.held.iter_mut() {
+            if held.task.is_some() {
                 continue;
             }
-            let lease = held_lease.lease.lock().await.clone();
-            if lease
+            let lease = held.lease.snapshot();
+            if !lease
                 .parent_shard_ids
                 .iter()
                 .all(|parent| finished(&lease.sibling_key(parent)))
             {
-                let stream = self.stream_of(&lease);
-                let processor = (self.factory)(&lease.lease_key);
-                let context = ShardContext {
-                    table: self.table.clone(),
-                    lease: held_lease.lease.clone(),
-                    kinesis: self.kinesis.clone(),
-                    config: self.config.clone(),
-                    consumer_arn: consumer_arns.get(&stream).cloned(),
-                    stream,
-                };
-                let task = tasks.spawn(shard_consumer::run(
-                    processor,
-                    context,
-                    held_lease.stop.subscribe(),
-                ));
-                held_lease.task = Some(task);
+                continue;
             }
+            let stream = self.stream_of(&lease);
+            let processor = (self.factory)(&lease.lease_key);
+            let context = ShardContext {
+                lease: held.lease.clone(),
+                kinesis: self.kinesis.clone(),
+                config: self.config.clone(),
+                consumer_arn: consumer_arns.get(&stream).cloned(),
+                stream,
+            };
+            let task = tasks.spawn(shard_consumer::run(
+                processor,
+                context,
+                held.stop.subscribe(),
+            ));
+            task_keys.insert(task.id(), key.clone());
+            held.task = Some(task);
         }
-
-        // Delete finished leases once all their children have started.
-        for lease in leases.iter().filter(|l| {
-            l.checkpoint == ExtendedSequenceNumber::SHARD_END && l.lease_owner.is_none()
-        }) {
-            let children_started = !lease.child_shard_ids.is_empty()
-                && lease.child_shard_ids.iter().all(|child| {
-                    leases
-                        .iter()
-                        .find(|l| l.lease_key == lease.sibling_key(child))
-                        .is_some_and(|l| {
-                            l.checkpoint.sequence_number().is_some()
-                                || l.checkpoint == ExtendedSequenceNumber::SHARD_END
-                        })
-                });
-            if children_started {
-                self.table.delete_lease(lease).await?;
-            }
-        }
-        Ok(())
     }
 
     fn shard_syncer(&self) -> ShardSyncer {

@@ -4,11 +4,12 @@
 //! `shutdown_requested` at the end (the Java KCL's `ShardConsumer`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::lease::{Lease, LeaseTable};
+use crate::lease::HeldLease;
 use crate::metrics as m;
 use crate::processor::{
     Checkpointer, End, InitializationInput, ProcessRecordsInput, RecordProcessor,
@@ -29,8 +30,7 @@ pub(crate) enum Stop {
 
 /// What a shard task needs besides its processor.
 pub(crate) struct ShardContext {
-    pub(crate) table: LeaseTable,
-    pub(crate) lease: Arc<Mutex<Lease>>,
+    pub(crate) lease: Arc<HeldLease>,
     pub(crate) kinesis: aws_sdk_kinesis::Client,
     pub(crate) config: ConsumerConfig,
     pub(crate) stream: String,
@@ -45,14 +45,13 @@ pub(crate) async fn run<P: RecordProcessor>(
     mut stop: watch::Receiver<Stop>,
 ) {
     let ShardContext {
-        table,
         lease,
         kinesis,
         config,
         stream,
         consumer_arn,
     } = context;
-    let snapshot = lease.lock().await.clone();
+    let snapshot = lease.snapshot();
     let shard_id = snapshot.shard().to_owned();
     if snapshot.checkpoint == ExtendedSequenceNumber::SHARD_END {
         return;
@@ -108,12 +107,7 @@ pub(crate) async fn run<P: RecordProcessor>(
         config.max_prefetch_bytes,
         config.idle_time_between_reads,
     );
-    let mut checkpointer = Checkpointer::new(
-        table,
-        lease,
-        config.worker_id.clone(),
-        snapshot.checkpoint.clone(),
-    );
+    let mut checkpointer = Checkpointer::new(lease.clone(), snapshot.checkpoint.clone());
     let mut order = DeliveryOrder::new(&shard_id, &snapshot.checkpoint);
     loop {
         let state = *stop.borrow();
@@ -142,6 +136,13 @@ pub(crate) async fn run<P: RecordProcessor>(
             // unless it panicked; stop this shard, its lease will be retaken.
             None => return,
         };
+        // Fencing: a lease not renewed in time is given up before another
+        // worker can take it, and no record is delivered meanwhile.
+        if lease.is_fenced(Instant::now()) {
+            tracing::warn!(shard = %shard_id, "lease not renewed in time: delivery stops");
+            processor.lease_lost().await;
+            return;
+        }
         // Holding `prefetched` keeps its share of the read-ahead bounds until
         // the batch has been processed.
         let records = order.keep_new(std::mem::take(&mut prefetched.batch.records));

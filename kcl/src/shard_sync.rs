@@ -128,6 +128,35 @@ impl ShardSyncer {
     }
 }
 
+/// Deletes the leases of finished shards (SHARD_END, released) once all
+/// their children have started (checkpointed a record or ended), as the
+/// Java KCL's `cleanupLeasesOfFinishedShards` does.
+pub(crate) async fn delete_finished_leases(
+    table: &LeaseTable,
+    scan: &crate::lease::LeaseScan,
+) -> Result<(), LeaseError> {
+    let leases = &scan.leases;
+    for lease in leases
+        .iter()
+        .filter(|l| l.checkpoint == ExtendedSequenceNumber::SHARD_END && l.lease_owner.is_none())
+    {
+        let children_started = !lease.child_shard_ids.is_empty()
+            && lease.child_shard_ids.iter().all(|child| {
+                leases
+                    .iter()
+                    .find(|l| l.lease_key == lease.sibling_key(child))
+                    .is_some_and(|l| {
+                        l.checkpoint.sequence_number().is_some()
+                            || l.checkpoint == ExtendedSequenceNumber::SHARD_END
+                    })
+            });
+        if children_started {
+            table.delete_lease(lease).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A shard's parents that are still listed (expired ones are gone).
 fn parents(shard: &Shard, shards: &[Shard]) -> Vec<String> {
     [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]

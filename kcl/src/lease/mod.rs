@@ -5,10 +5,12 @@
 //!   take, evict and checkpoint leases without trampling each other;
 //! - [`LeaseTaker`]: which leases a worker should take or steal.
 
+mod held;
 mod item;
 mod table;
 mod taker;
 
+pub(crate) use held::{HeldLease, Renewal};
 pub use item::Lease;
 pub use table::{LeaseScan, LeaseTable};
 pub use taker::{LeaseTaker, TakePlan};
@@ -34,6 +36,17 @@ pub enum LeaseError {
         attribute: &'static str,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// A checkpoint's condition kept failing on a lease this worker still
+    /// owns (its counter moved between every attempt).
+    #[error(
+        "lease {lease_key}: checkpoint not written after {attempts} attempts (the lease counter kept moving)"
+    )]
+    Contended {
+        /// The lease.
+        lease_key: String,
+        /// Attempts made.
+        attempts: usize,
     },
     /// The table did not become ACTIVE in time.
     #[error("lease table {0} did not become ACTIVE")]

@@ -1,0 +1,198 @@
+//! A lease this worker holds: the one local view of it that renewals and
+//! checkpoints share, and the local deadline that fences its processor.
+//!
+//! No lock is held across a DynamoDB call: each write starts from a copy of
+//! the lease and merges its outcome back. Two writes with the same expected
+//! counter (a renewal racing a checkpoint) cannot both pass their condition,
+//! so a failed condition is never taken at its word: the item is read again
+//! and the lease is lost only if another worker owns it now. The same read
+//! recognises a write that was applied but whose answer was lost (a timeout,
+//! a retried request), as the Java KCL's `DynamoDBLeaseRefresher` does.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{Lease, LeaseError, LeaseTable};
+use crate::checkpoint::ExtendedSequenceNumber;
+
+/// How many times a checkpoint is written again after its condition failed
+/// on a lease that is still ours (a renewal moved the counter meanwhile).
+const CHECKPOINT_ATTEMPTS: usize = 3;
+
+/// A held lease, shared by the lease coordinator and the shard's checkpointer.
+#[derive(Debug)]
+pub(crate) struct HeldLease {
+    table: LeaseTable,
+    worker_id: String,
+    /// Delivery stops when the last renewal started this long ago.
+    fence_after: Duration,
+    state: Mutex<State>,
+    /// A renewal found another owner.
+    lost: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    lease: Lease,
+    /// When the last write that proved the lease ours was sent.
+    renewed_at: Instant,
+}
+
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// The lease is still ours and its counter moved.
+    Renewed,
+    /// Another worker owns it now (or it is gone).
+    Lost,
+}
+
+impl HeldLease {
+    /// A lease just taken (at `taken_at`, when the take was sent), fenced
+    /// `fence_after` after its last successful renewal.
+    pub(crate) fn new(
+        table: LeaseTable,
+        worker_id: &str,
+        lease: Lease,
+        taken_at: Instant,
+        fence_after: Duration,
+    ) -> Self {
+        Self {
+            table,
+            worker_id: worker_id.to_owned(),
+            fence_after,
+            state: Mutex::new(State {
+                lease,
+                renewed_at: taken_at,
+            }),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a renewal found the lease owned by another worker.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of the lease as last known.
+    pub(crate) fn snapshot(&self) -> Lease {
+        self.state().lease.clone()
+    }
+
+    /// The lease key.
+    pub(crate) fn key(&self) -> String {
+        self.state().lease.lease_key.clone()
+    }
+
+    /// Whether this worker must stop delivering the shard's records: a
+    /// renewal found another owner, or the last successful renewal is so old
+    /// that another worker may soon consider the lease expired (lease
+    /// fencing by local deadline).
+    pub(crate) fn is_fenced(&self, now: Instant) -> bool {
+        self.is_lost() || now.saturating_duration_since(self.state().renewed_at) >= self.fence_after
+    }
+
+    /// Merges a written copy back: counters only grow.
+    fn merge(&self, written: &Lease, sent_at: Instant, update: impl FnOnce(&mut Lease)) {
+        let mut state = self.state();
+        if written.lease_counter >= state.lease.lease_counter {
+            state.lease.lease_counter = written.lease_counter;
+        }
+        if sent_at > state.renewed_at {
+            state.renewed_at = sent_at;
+        }
+        update(&mut state.lease);
+    }
+
+    /// Re-reads the item after a failed condition: `Some(item)` while this
+    /// worker still owns it.
+    async fn reread(&self) -> Result<Option<Lease>, LeaseError> {
+        let key = self.key();
+        let current = self.table.get_lease(&key).await?;
+        Ok(current.filter(|l| l.lease_owner.as_deref() == Some(self.worker_id.as_str())))
+    }
+
+    /// Renews the lease: bumps its counter if it is still ours.
+    pub(crate) async fn renew(&self) -> Result<Renewal, LeaseError> {
+        let sent_at = Instant::now();
+        let mut copy = self.snapshot();
+        if self.table.renew(&mut copy, &self.worker_id).await? {
+            self.merge(&copy, sent_at, |_| {});
+            return Ok(Renewal::Renewed);
+        }
+        match self.reread().await? {
+            Some(current) => {
+                // Ours still: a checkpoint moved the counter, or this very
+                // renewal was applied and its answer lost. Either way the
+                // counter moved after `sent_at`.
+                self.merge(&current, sent_at, |_| {});
+                Ok(Renewal::Renewed)
+            }
+            None => {
+                self.lost.store(true, Ordering::Relaxed);
+                Ok(Renewal::Lost)
+            }
+        }
+    }
+
+    /// Writes a checkpoint (and optionally a prepared one with its state).
+    /// `Ok(false)` when another worker owns the lease.
+    pub(crate) async fn checkpoint(
+        &self,
+        checkpoint: &ExtendedSequenceNumber,
+        pending: Option<(&ExtendedSequenceNumber, Option<&[u8]>)>,
+    ) -> Result<bool, LeaseError> {
+        let apply = |lease: &mut Lease| {
+            lease.checkpoint = checkpoint.clone();
+            lease.owner_switches_since_checkpoint = 0;
+            lease.pending_checkpoint = pending.map(|(prepared, _)| prepared.clone());
+            lease.pending_checkpoint_state =
+                pending.and_then(|(_, state)| state.map(<[u8]>::to_vec));
+        };
+        for _ in 0..CHECKPOINT_ATTEMPTS {
+            let sent_at = Instant::now();
+            let mut copy = self.snapshot();
+            if self
+                .table
+                .checkpoint(&mut copy, &self.worker_id, checkpoint, pending)
+                .await?
+            {
+                self.merge(&copy, sent_at, apply);
+                return Ok(true);
+            }
+            let Some(current) = self.reread().await? else {
+                return Ok(false);
+            };
+            let written = current.checkpoint == *checkpoint
+                && current.pending_checkpoint.as_ref() == pending.map(|(p, _)| p)
+                && current.pending_checkpoint_state.as_deref()
+                    == pending.and_then(|(_, state)| state);
+            self.merge(&current, sent_at, |_| {});
+            if written {
+                // Applied, and its answer lost.
+                metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+                self.merge(&current, sent_at, apply);
+                return Ok(true);
+            }
+            // Ours, with a counter a renewal moved: write again.
+        }
+        Err(LeaseError::Contended {
+            lease_key: self.key(),
+            attempts: CHECKPOINT_ATTEMPTS,
+        })
+    }
+
+    /// Hands the lease back (graceful shutdown, a processor that ended).
+    pub(crate) async fn release(&self) -> Result<bool, LeaseError> {
+        let mut copy = self.snapshot();
+        self.table.evict(&mut copy, &self.worker_id).await
+    }
+}

@@ -1,0 +1,256 @@
+//! The lease coordinator: renews the leases this worker holds, fences the
+//! ones it could not renew in time, takes new ones, and releases them (the
+//! Java KCL's `DynamoDBLeaseCoordinator`, with its renewer and taker).
+//!
+//! - Renewals run in a task of their own (the renewer), every renewal
+//!   interval, concurrently and each bounded by that interval: a slow scan
+//!   of the table, a stalled call or a busy processor delays no renewal.
+//! - Fencing by local deadline: a lease not renewed for `failover_time −
+//!   fence_margin` (measured from when its last successful renewal was
+//!   sent) is given up — its processor gets `lease_lost` — before any other
+//!   worker can see it expired (they wait a full `failover_time` from when
+//!   they saw its counter move).
+//! - A lease released because its processor ended (gave up, failed) is not
+//!   taken again by this worker for `release_cooldown`, so a failing shard
+//!   does not spin on one worker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::lease::{HeldLease, LeaseError, LeaseScan, LeaseTable, LeaseTaker, Renewal};
+use crate::metrics as m;
+use crate::shard_consumer::Stop;
+
+/// A lease this worker holds, and its shard consumer once started.
+pub(crate) struct Held {
+    pub(crate) lease: Arc<HeldLease>,
+    pub(crate) stop: watch::Sender<Stop>,
+    pub(crate) task: Option<AbortHandle>,
+}
+
+/// Timings of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timings {
+    pub(crate) failover: Duration,
+    pub(crate) fence_after: Duration,
+    pub(crate) renew_every: Duration,
+    pub(crate) release_cooldown: Duration,
+}
+
+pub(crate) struct LeaseCoordinator {
+    table: LeaseTable,
+    worker_id: String,
+    timings: Timings,
+    taker: LeaseTaker,
+    /// Leases held, by key.
+    pub(crate) held: HashMap<String, Held>,
+    /// Consumers of lost leases that have not stopped yet: never a second
+    /// consumer for the same shard until the first has stopped.
+    stopping: HashMap<String, AbortHandle>,
+    /// Leases released after their processor ended, and until when this
+    /// worker leaves them to others.
+    cooling: HashMap<String, Instant>,
+    /// Consecutive processor failures (panics) per lease.
+    failures: HashMap<String, u32>,
+    /// The leases the renewer renews.
+    renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>,
+    renewer: JoinHandle<()>,
+}
+
+impl Drop for LeaseCoordinator {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// Renews the leases in `renewing` every `every`, concurrently, each renewal
+/// bounded by `every`.
+async fn renewer(renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leases: Vec<Arc<HeldLease>> = match renewing.lock() {
+            Ok(renewing) => renewing.values().cloned().collect(),
+            Err(_) => return,
+        };
+        let renewals = leases.into_iter().map(|lease| async move {
+            match tokio::time::timeout(every, lease.renew()).await {
+                Ok(Ok(Renewal::Renewed)) => {}
+                Ok(Ok(Renewal::Lost)) => {
+                    tracing::info!(lease = %lease.key(), "lease lost");
+                    metrics::counter!(m::LEASES_LOST).increment(1);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(lease = %lease.key(), %error, "renewing a lease failed");
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %lease.key(), limit = ?every, "renewing a lease timed out");
+                }
+            }
+        });
+        futures::future::join_all(renewals).await;
+    }
+}
+
+impl LeaseCoordinator {
+    pub(crate) fn new(
+        table: LeaseTable,
+        worker_id: &str,
+        timings: Timings,
+        max_leases: usize,
+    ) -> Self {
+        let renewing = Arc::new(Mutex::new(HashMap::new()));
+        let renewer = tokio::spawn(renewer(renewing.clone(), timings.renew_every));
+        Self {
+            renewing,
+            renewer,
+            taker: LeaseTaker::new(worker_id, timings.failover, max_leases),
+            table,
+            worker_id: worker_id.to_owned(),
+            timings,
+            held: HashMap::new(),
+            stopping: HashMap::new(),
+            cooling: HashMap::new(),
+            failures: HashMap::new(),
+        }
+    }
+
+    /// Records how a lease's consumer ended: a panic of its processor is
+    /// logged with the shard's position and counted, and the lease is left
+    /// to others (or to a later retry here) for a cooldown that doubles with
+    /// each consecutive failure, up to 32 times `release_cooldown`.
+    pub(crate) fn consumer_ended(&mut self, key: &str, panicked: bool) {
+        if !panicked {
+            self.failures.remove(key);
+            return;
+        }
+        let failures = self.failures.entry(key.to_owned()).or_insert(0);
+        *failures += 1;
+        let backoff = self.timings.release_cooldown * 2u32.pow((*failures - 1).min(5));
+        let position = self
+            .held
+            .get(key)
+            .map(|h| h.lease.snapshot().checkpoint.to_string())
+            .unwrap_or_default();
+        metrics::counter!(m::PROCESSOR_FAILURES).increment(1);
+        tracing::error!(lease = %key, checkpoint = %position, failures = *failures, retry_in = ?backoff,
+            "the record processor panicked; the lease is released and the shard retried from its checkpoint later");
+        self.cooling
+            .insert(key.to_owned(), Instant::now() + backoff);
+    }
+
+    fn stop_renewing(&self, key: &str) {
+        if let Ok(mut renewing) = self.renewing.lock() {
+            renewing.remove(key);
+        }
+    }
+
+    /// Releases the leases whose consumer ended, and gives up those the
+    /// renewer found lost or could not renew in time.
+    pub(crate) async fn check_held(&mut self) {
+        // Consumers that ended (shard end, lease lost, released): hand the
+        // lease back, to be taken again if unfinished — not by this worker
+        // for a while.
+        let ended: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.task.as_ref().is_some_and(AbortHandle::is_finished))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            self.stop_renewing(&key);
+            if let Some(held) = self.held.remove(&key) {
+                if let Err(error) = held.lease.release().await {
+                    tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
+                }
+                let until = Instant::now() + self.timings.release_cooldown;
+                let entry = self.cooling.entry(key).or_insert(until);
+                *entry = (*entry).max(until);
+            }
+        }
+        let now = Instant::now();
+        let given_up: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.lease.is_fenced(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in given_up {
+            self.stop_renewing(&key);
+            if let Some(held) = self.held.remove(&key) {
+                if !held.lease.is_lost() {
+                    tracing::warn!(lease = %key, fence_after = ?self.timings.fence_after,
+                        "lease not renewed in time: its processor stops before another worker can take it");
+                    metrics::counter!(m::LEASES_FENCED).increment(1);
+                }
+                let _ = held.stop.send(Stop::LeaseLost);
+                if let Some(task) = held.task {
+                    self.stopping.insert(key, task);
+                }
+            }
+        }
+        self.stopping.retain(|_, task| !task.is_finished());
+        self.cooling.retain(|_, until| *until > now);
+    }
+
+    /// Scans the table and takes what the taker plans; returns the scan.
+    pub(crate) async fn take(&mut self) -> Result<LeaseScan, LeaseError> {
+        let scan = self.table.scan().await?;
+        let plan = self.taker.plan(&scan.leases, Instant::now());
+        for key in plan.take.into_iter().chain(plan.steal) {
+            if self.stopping.contains_key(&key) || self.cooling.contains_key(&key) {
+                continue;
+            }
+            let Some(lease) = scan.leases.iter().find(|l| l.lease_key == key) else {
+                continue;
+            };
+            let mut lease = lease.clone();
+            let sent_at = Instant::now();
+            match self.table.take(&mut lease, &self.worker_id).await {
+                Ok(true) => {
+                    tracing::info!(lease = %key, worker = %self.worker_id, "lease taken");
+                    metrics::counter!(m::LEASES_TAKEN).increment(1);
+                    let held = HeldLease::new(
+                        self.table.clone(),
+                        &self.worker_id,
+                        lease,
+                        sent_at,
+                        self.timings.fence_after,
+                    );
+                    let held = Arc::new(held);
+                    if let Ok(mut renewing) = self.renewing.lock() {
+                        renewing.insert(key.clone(), held.clone());
+                    }
+                    self.held.insert(
+                        key,
+                        Held {
+                            lease: held,
+                            stop: watch::channel(Stop::Run).0,
+                            task: None,
+                        },
+                    );
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(lease = %key, %error, "taking a lease failed"),
+            }
+        }
+        metrics::gauge!(m::LEASES_HELD).set(self.held.len() as f64);
+        Ok(scan)
+    }
+
+    /// Graceful shutdown: hands every held lease back.
+    pub(crate) async fn release_all(&mut self) {
+        self.renewer.abort();
+        let releases = self.held.drain().map(|(key, held)| async move {
+            if let Err(error) = held.lease.release().await {
+                tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
+            }
+        });
+        futures::future::join_all(releases).await;
+    }
+}
