@@ -2,7 +2,9 @@
 //! emulator does: 5xx answers, throttled requests, partial failures, answers
 //! lost after the request was applied, and a stalled endpoint.
 //!
-//! Only PutRecords calls are faulted; every other call is forwarded as is.
+//! Only PutRecords calls are faulted; every other call is forwarded as is,
+//! unless the whole endpoint is stalled ([`FaultProxy::stall_every_call`]:
+//! any service, e.g. in front of DynamoDB).
 //! The successful answers of any one operation can also be rewritten
 //! ([`FaultProxy::rewrite_responses`]), for what an emulator does not report
 //! (the embedded Kinesis leaves `MaxRecordSizeInKiB` out of
@@ -92,6 +94,8 @@ struct State {
     faults: Mutex<Faults>,
     counts: Arc<FaultCounts>,
     stalled: watch::Receiver<bool>,
+    /// Every call is held, whatever its operation.
+    stalled_all: watch::Receiver<bool>,
 }
 
 /// A running fault-injecting proxy.
@@ -99,6 +103,7 @@ pub struct FaultProxy {
     url: String,
     state: Arc<State>,
     stall: watch::Sender<bool>,
+    stall_all: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -125,6 +130,7 @@ impl FaultProxy {
             source,
         })?;
         let (stall, stalled) = watch::channel(false);
+        let (stall_all, stalled_all) = watch::channel(false);
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_owned(),
             rewrites: Mutex::new(HashMap::new()),
@@ -132,6 +138,7 @@ impl FaultProxy {
             faults: Mutex::new(faults),
             counts: Arc::new(FaultCounts::default()),
             stalled,
+            stalled_all,
         });
         let served = state.clone();
         let task = tokio::spawn(async move {
@@ -152,6 +159,7 @@ impl FaultProxy {
             url: format!("http://{addr}"),
             state,
             stall,
+            stall_all,
             task,
         })
     }
@@ -201,6 +209,13 @@ impl FaultProxy {
     /// being forwarded (their clients have timed out).
     pub fn stall(&self, stalled: bool) {
         let _ = self.stall.send(stalled);
+    }
+
+    /// Stalls (`true`) or resumes (`false`) every call, of any operation or
+    /// service: an endpoint that accepts connections and never answers. On
+    /// resume, the held calls are answered 503 without being forwarded.
+    pub fn stall_every_call(&self, stalled: bool) {
+        let _ = self.stall_all.send(stalled);
     }
 }
 
@@ -271,6 +286,16 @@ async fn fault_or_forward(request: Request<Incoming>, state: &Arc<State>) -> Res
         .get("x-amz-target")
         .is_some_and(|target| target.as_bytes().ends_with(b".PutRecords"));
     let counts = &state.counts;
+    if *state.stalled_all.borrow() {
+        FaultCounts::add(&counts.stalled, 1);
+        let mut stalled = state.stalled_all.clone();
+        let _ = stalled.wait_for(|stalled| !*stalled).await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "stalled",
+        );
+    }
     if is_put_records && *state.stalled.borrow() {
         // Held without reading the body: a stalled endpoint buffers nothing.
         FaultCounts::add(&counts.stalled, 1);

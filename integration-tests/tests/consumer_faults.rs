@@ -1,0 +1,291 @@
+//! The consumer under faults no emulator makes: a stalled lease table.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use integration_tests::{Endpoints, FaultProxy, Faults, LocalAws, resources, unique_name};
+use kcl::lease::LeaseTable;
+use kcl::processor::*;
+use kcl::retrieval::StartingPosition;
+use kcl::scheduler::{ConsumerConfig, Scheduler, ShutdownHandle};
+use kcl::timeouts::ApiTimeouts;
+use kpl::{Producer, UserRecord};
+
+/// `(worker, shard, data, when)` of every delivery.
+type Deliveries = Arc<Mutex<Vec<(String, String, String, Instant)>>>;
+
+struct Recorder {
+    worker: String,
+    shard: String,
+    seen: Deliveries,
+}
+
+impl RecordProcessor for Recorder {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        {
+            let now = Instant::now();
+            let mut seen = self.seen.lock().expect("lock");
+            for record in &input.records {
+                seen.push((
+                    self.worker.clone(),
+                    self.shard.clone(),
+                    String::from_utf8_lossy(&record.data).into_owned(),
+                    now,
+                ));
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint_shard_end().await;
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+fn start(
+    sdk_config: &aws_config::SdkConfig,
+    app: &str,
+    stream: &str,
+    worker: &str,
+    seen: &Deliveries,
+) -> (ShutdownHandle, tokio::task::JoinHandle<()>) {
+    let mut config = ConsumerConfig::new(app, stream, worker);
+    config.initial_position = StartingPosition::TrimHorizon;
+    config.failover_time = Duration::from_secs(3);
+    config.idle_time_between_reads = Duration::from_millis(100);
+    config.shard_sync_interval = Duration::from_secs(1);
+    config.release_cooldown = Duration::from_secs(1);
+    config.shutdown_timeout = Duration::from_secs(3);
+    config.dynamodb_timeouts = ApiTimeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(1),
+        operation: Duration::from_secs(2),
+    };
+    let (worker, seen) = (worker.to_owned(), seen.clone());
+    let scheduler = Scheduler::new(sdk_config, config, move |shard: &str| Recorder {
+        worker: worker.clone(),
+        shard: shard.to_owned(),
+        seen: seen.clone(),
+    });
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(async move {
+        scheduler.run().await.expect("scheduler");
+    });
+    (handle, task)
+}
+
+/// Leases held per worker.
+async fn holders(table: &LeaseTable) -> HashMap<String, usize> {
+    let mut held = HashMap::new();
+    for lease in table.list_leases().await.expect("leases") {
+        if let Some(owner) = lease.lease_owner {
+            *held.entry(owner).or_insert(0) += 1;
+        }
+    }
+    held
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    table: &LeaseTable,
+    check: impl Fn(&HashMap<String, usize>) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let held = holders(table).await;
+        if check(&held) {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting for {what}: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One of two workers loses its lease table (the endpoint accepts and never
+/// answers): its processors stop before the other worker takes its leases,
+/// so no shard is delivered by both at once; the other worker goes on with
+/// every shard; after the stall the first rejoins; its graceful shutdown
+/// during a stall ends within `shutdown_timeout` (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("stall");
+    resources::create_stream(&kinesis, &stream, 4)
+        .await
+        .expect("stream");
+    let app = unique_name("app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let proxy = FaultProxy::start(&aws.endpoints().dynamodb, Faults::default())
+        .await
+        .expect("proxy");
+    let stalled_endpoints = Endpoints {
+        dynamodb: proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    };
+
+    // A producer that keeps writing until told to stop.
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let (stop_producing, mut stopped) = tokio::sync::watch::channel(false);
+    let writer = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut i = 0usize;
+            while !*stopped.borrow() {
+                let mut pending = Vec::new();
+                for _ in 0..20 {
+                    let data = format!("r{i:06}");
+                    i += 1;
+                    let record = UserRecord::new(&stream, format!("k{}", i % 97), data.clone());
+                    pending.push(producer.add_user_record(record).await.expect("accepted"));
+                    sent.push(data);
+                }
+                for result in pending {
+                    result.await.expect("stored");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+            producer.shutdown().await.expect("producer shutdown");
+            sent
+        })
+    };
+
+    let seen: Deliveries = Arc::default();
+    let (a, a_task) = start(
+        &stalled_endpoints.sdk_config(),
+        &app,
+        &stream,
+        "worker-a",
+        &seen,
+    );
+    let (b, b_task) = start(aws.sdk_config(), &app, &stream, "worker-b", &seen);
+    wait_for("2 leases each", Duration::from_secs(30), &table, |held| {
+        held.get("worker-a") == Some(&2) && held.get("worker-b") == Some(&2)
+    })
+    .await;
+
+    let stall_at = Instant::now();
+    proxy.stall_every_call(true);
+    wait_for(
+        "worker-b to hold every lease",
+        Duration::from_secs(20),
+        &table,
+        |held| held.get("worker-b") == Some(&4),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.stall_every_call(false);
+    wait_for(
+        "worker-a to rejoin",
+        Duration::from_secs(20),
+        &table,
+        |held| held.get("worker-a").is_some_and(|n| *n >= 1),
+    )
+    .await;
+
+    let _ = stop_producing.send(true);
+    let sent = writer.await.expect("writer");
+    let started = Instant::now();
+    loop {
+        let got: HashSet<String> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| s.2.clone())
+            .collect();
+        if sent.iter().all(|d| got.contains(d)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} of {} records never delivered",
+            sent.iter().filter(|d| !got.contains(*d)).count(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A graceful shutdown while the table stalls ends within its timeout.
+    proxy.stall_every_call(true);
+    let shutting = Instant::now();
+    a.graceful().await;
+    a_task.await.expect("worker-a");
+    let took = shutting.elapsed();
+    proxy.stall_every_call(false);
+    b.graceful().await;
+    b_task.await.expect("worker-b");
+    assert!(
+        took < Duration::from_secs(5),
+        "worker-a's shutdown took {took:?}"
+    );
+
+    // No shard delivered by both workers at once: on every shard worker-a
+    // delivered during the stall, its last delivery came before worker-b's
+    // first one.
+    let seen = seen.lock().expect("lock").clone();
+    let mut handed_over = 0;
+    for shard in seen.iter().map(|s| s.1.clone()).collect::<HashSet<_>>() {
+        let during = |worker: &str| {
+            seen.iter()
+                .filter(|s| s.0 == worker && s.1 == shard && s.3 >= stall_at && s.3 < shutting)
+                .map(|s| s.3)
+                .collect::<Vec<_>>()
+        };
+        let (by_a, by_b) = (during("worker-a"), during("worker-b"));
+        let (Some(first_b), Some(last_a_before_rejoin)) = (
+            by_b.iter().min(),
+            by_a.iter()
+                .filter(|t| by_b.iter().min().is_some_and(|b| *t < b))
+                .max(),
+        ) else {
+            continue;
+        };
+        handed_over += 1;
+        assert!(
+            last_a_before_rejoin < first_b,
+            "{shard}: both delivered at once"
+        );
+        // Nothing by worker-a between worker-b's take-over and the stall's end.
+        let overlap = by_a
+            .iter()
+            .filter(|t| **t > *first_b && t.duration_since(stall_at) < Duration::from_secs(3))
+            .count();
+        assert_eq!(
+            overlap, 0,
+            "{shard}: worker-a delivered after worker-b took over"
+        );
+    }
+    assert!(
+        handed_over >= 1,
+        "worker-a's shards went to worker-b during the stall"
+    );
+    let duplicates = seen.len() - seen.iter().map(|s| &s.2).collect::<HashSet<_>>().len();
+    eprintln!(
+        "{} records, {} deliveries ({duplicates} again after a lease move), {handed_over} shards handed over",
+        sent.len(),
+        seen.len()
+    );
+    resources::delete_stream(&kinesis, &stream)
+        .await
+        .expect("cleanup");
+}
