@@ -16,3 +16,13 @@ pub const UPLOAD_RETRIES: &str = "connector_s3_upload_retries_total";
 pub const QUARANTINED: &str = "connector_s3_quarantined_total";
 /// Bytes waiting in buffers.
 pub const BUFFERED_BYTES: &str = "connector_s3_buffered_bytes";
+/// Errors no retry fixes (a missing bucket, denied access, an unusable KMS
+/// key or buffer directory) that stopped a shard's processor and released
+/// its lease.
+pub const PERMANENT_ERRORS: &str = "connector_s3_permanent_errors_total";
+/// Failed buffer operations (a full disk, an unwritable directory); reading
+/// the shard pauses while they are retried.
+pub const BUFFER_ERRORS: &str = "connector_s3_buffer_errors_total";
+/// Uploads that found an object with other contents under their key (kept;
+/// see the connector's log).
+pub const OBJECTS_OCCUPIED: &str = "connector_s3_objects_occupied_total";

@@ -195,6 +195,7 @@ async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.stall_every_call(false);
+    let unstall_at = Instant::now();
     wait_for(
         "worker-a to rejoin",
         Duration::from_secs(20),
@@ -239,41 +240,36 @@ async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
         "worker-a's shutdown took {took:?}"
     );
 
-    // No shard delivered by both workers at once: on every shard worker-a
-    // delivered during the stall, its last delivery came before worker-b's
-    // first one.
+    // No shard delivered by both workers at once: on every shard worker-b
+    // took over during the stall, worker-a's last delivery came before
+    // worker-b's first one.
     let seen = seen.lock().expect("lock").clone();
     let mut handed_over = 0;
     for shard in seen.iter().map(|s| s.1.clone()).collect::<HashSet<_>>() {
         let during = |worker: &str| {
             seen.iter()
-                .filter(|s| s.0 == worker && s.1 == shard && s.3 >= stall_at && s.3 < shutting)
+                .filter(|s| s.0 == worker && s.1 == shard && s.3 >= stall_at && s.3 < unstall_at)
                 .map(|s| s.3)
                 .collect::<Vec<_>>()
         };
         let (by_a, by_b) = (during("worker-a"), during("worker-b"));
-        let (Some(first_b), Some(last_a_before_rejoin)) = (
-            by_b.iter().min(),
-            by_a.iter()
-                .filter(|t| by_b.iter().min().is_some_and(|b| *t < b))
-                .max(),
-        ) else {
+        let Some(first_b) = by_b.iter().min() else {
             continue;
         };
-        handed_over += 1;
-        assert!(
-            last_a_before_rejoin < first_b,
-            "{shard}: both delivered at once"
-        );
-        // Nothing by worker-a between worker-b's take-over and the stall's end.
-        let overlap = by_a
+        let took_over = seen
             .iter()
-            .filter(|t| **t > *first_b && t.duration_since(stall_at) < Duration::from_secs(3))
-            .count();
-        assert_eq!(
-            overlap, 0,
-            "{shard}: worker-a delivered after worker-b took over"
-        );
+            .any(|s| s.0 == "worker-a" && s.1 == shard && s.3 < stall_at);
+        if !took_over {
+            continue;
+        }
+        handed_over += 1;
+        if let Some(last_a) = by_a.iter().max() {
+            assert!(
+                last_a < first_b,
+                "{shard}: worker-a delivered {:?} after worker-b started",
+                last_a.duration_since(*first_b)
+            );
+        }
     }
     assert!(
         handed_over >= 1,

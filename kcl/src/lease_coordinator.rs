@@ -67,6 +67,14 @@ impl Drop for LeaseCoordinator {
     }
 }
 
+/// `now + after`, or a year from now when that overflows.
+fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Renews the leases in `renewing` every `every`, concurrently, each renewal
 /// bounded by `every`.
 async fn renewer(renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>, every: Duration) {
@@ -81,6 +89,9 @@ async fn renewer(renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>, every: D
         let renewals = leases.into_iter().map(|lease| async move {
             match tokio::time::timeout(every, lease.renew()).await {
                 Ok(Ok(Renewal::Renewed)) => {}
+                Ok(Ok(Renewal::Contended)) => {
+                    tracing::debug!(lease = %lease.key(), "lease counter moved under both renewal attempts");
+                }
                 Ok(Ok(Renewal::Lost)) => {
                     tracing::info!(lease = %lease.key(), "lease lost");
                     metrics::counter!(m::LEASES_LOST).increment(1);
@@ -131,7 +142,11 @@ impl LeaseCoordinator {
         }
         let failures = self.failures.entry(key.to_owned()).or_insert(0);
         *failures += 1;
-        let backoff = self.timings.release_cooldown * 2u32.pow((*failures - 1).min(5));
+        let backoff = self
+            .timings
+            .release_cooldown
+            .checked_mul(2u32.pow((*failures - 1).min(5)))
+            .unwrap_or(Duration::MAX);
         let position = self
             .held
             .get(key)
@@ -168,7 +183,7 @@ impl LeaseCoordinator {
                 if let Err(error) = held.lease.release().await {
                     tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
                 }
-                let until = Instant::now() + self.timings.release_cooldown;
+                let until = later(self.timings.release_cooldown);
                 let entry = self.cooling.entry(key).or_insert(until);
                 *entry = (*entry).max(until);
             }
@@ -203,7 +218,10 @@ impl LeaseCoordinator {
         let scan = self.table.scan().await?;
         let plan = self.taker.plan(&scan.leases, Instant::now());
         for key in plan.take.into_iter().chain(plan.steal) {
-            if self.stopping.contains_key(&key) || self.cooling.contains_key(&key) {
+            if self.held.contains_key(&key)
+                || self.stopping.contains_key(&key)
+                || self.cooling.contains_key(&key)
+            {
                 continue;
             }
             let Some(lease) = scan.leases.iter().find(|l| l.lease_key == key) else {

@@ -240,7 +240,8 @@ where
                 consumer_arns.insert(stream.clone(), arn);
             }
         }
-        let failover = self.config.failover_time;
+        // A failover time too short to tick on is raised to 3 ms.
+        let failover = self.config.failover_time.max(Duration::from_millis(3));
         let timings = Timings {
             failover,
             fence_after: failover * 3 / 4,
@@ -266,38 +267,46 @@ where
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
-            while let Some(joined) = tasks.try_join_next_with_id() {
-                let (id, panicked) = match joined {
-                    Ok((id, ())) => (id, false),
-                    Err(error) => (error.id(), error.is_panic()),
+            // One pass, cut short by a shutdown request (every write in it
+            // is conditional, so stopping anywhere is safe).
+            let pass = async {
+                while let Some(joined) = tasks.try_join_next_with_id() {
+                    let (id, panicked) = match joined {
+                        Ok((id, ())) => (id, false),
+                        Err(error) => (error.id(), error.is_panic()),
+                    };
+                    if let Some(key) = task_keys.remove(&id) {
+                        coordinator.consumer_ended(&key, panicked);
+                    }
+                }
+                coordinator.check_held().await;
+                if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
+                    match self.shard_syncer().sync(&self.config.streams).await {
+                        Ok(()) => last_sync = Some(Instant::now()),
+                        Err(error) => tracing::warn!(%error, "shard sync failed"),
+                    }
+                }
+                let scan = match coordinator.take().await {
+                    Ok(scan) => scan,
+                    Err(error) => {
+                        tracing::warn!(%error, "scanning the lease table failed");
+                        return;
+                    }
                 };
-                if let Some(key) = task_keys.remove(&id) {
-                    coordinator.consumer_ended(&key, panicked);
-                }
-            }
-            coordinator.check_held().await;
-            if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
-                match self.shard_syncer().sync(&self.config.streams).await {
-                    Ok(()) => last_sync = Some(Instant::now()),
-                    Err(error) => tracing::warn!(%error, "shard sync failed"),
-                }
-            }
-            let scan = match coordinator.take().await {
-                Ok(scan) => scan,
-                Err(error) => {
-                    tracing::warn!(%error, "scanning the lease table failed");
-                    continue;
+                self.start_consumers(
+                    &mut coordinator,
+                    &scan,
+                    &mut tasks,
+                    &mut task_keys,
+                    &consumer_arns,
+                );
+                if let Err(error) = shard_sync::delete_finished_leases(&self.table, &scan).await {
+                    tracing::warn!(%error, "deleting finished leases failed");
                 }
             };
-            self.start_consumers(
-                &mut coordinator,
-                &scan,
-                &mut tasks,
-                &mut task_keys,
-                &consumer_arns,
-            );
-            if let Err(error) = shard_sync::delete_finished_leases(&self.table, &scan).await {
-                tracing::warn!(%error, "deleting finished leases failed");
+            tokio::select! {
+                () = pass => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
         // Graceful, within shutdown_timeout: let every processor checkpoint,

@@ -124,7 +124,14 @@ pub(crate) async fn run<P: RecordProcessor>(
         }
         let next = tokio::select! {
             next = prefetcher.next() => next,
-            _ = stop.changed() => continue,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // The scheduler is gone: stop as for a lost lease.
+                    processor.lease_lost().await;
+                    return;
+                }
+                continue;
+            }
         };
         let mut prefetched = match next {
             Some(Ok(prefetched)) => prefetched,

@@ -19,7 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aws_sdk_kinesis::types::Shard;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{Shard, ShardFilter, ShardFilterType};
 
 use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseError, LeaseTable};
@@ -102,7 +103,27 @@ impl ShardSyncer {
             Some(identifier) => format!("{identifier}:{shard_id}"),
             None => shard_id.to_owned(),
         };
-        let plan = new_leases(&shards, |id| existing.contains(&key(id)), self.initial);
+        let mut plan = new_leases(&shards, |id| existing.contains(&key(id)), self.initial);
+        // A new application at a timestamp leases only the shards open at
+        // that time, as the Java KCL lists them for an empty table
+        // (ShardFilter AT_TIMESTAMP); their descendants follow as they are
+        // reached. Back ends that ignore the filter list every shard.
+        let new_stream = !shards.iter().any(|s| existing.contains(&key(s.shard_id())));
+        if let (true, StartingPosition::AtTimestamp(at)) = (new_stream, self.initial) {
+            let filter = ShardFilter::builder()
+                .r#type(ShardFilterType::AtTimestamp)
+                .timestamp(DateTime::from(at))
+                .build()
+                .map_err(|e| LeaseError::dynamo("ListShards", e))?;
+            let open_then: HashSet<String> =
+                kpl::shard_map::list_shards_filtered(&self.kinesis, stream, filter)
+                    .await
+                    .map_err(|e| LeaseError::dynamo("ListShards", e))?
+                    .iter()
+                    .map(|s| s.shard_id().to_owned())
+                    .collect();
+            plan.retain(|(shard, _)| open_then.contains(shard.shard_id()));
+        }
         for (shard, checkpoint) in plan {
             let mut lease = match identifier {
                 Some(identifier) => Lease::multi_stream(identifier, shard.shard_id(), checkpoint),

@@ -118,13 +118,36 @@ pub async fn list_shards_paged(
     stream: &str,
     page_size: i32,
 ) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
+    list(client, stream, page_size, None).await
+}
+
+/// The shards ListShards returns with a `ShardFilter` (for example the
+/// shards open at a timestamp, as the Java KCL lists them for a new
+/// application). Back ends that ignore the filter return every shard.
+pub async fn list_shards_filtered(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    filter: aws_sdk_kinesis::types::ShardFilter,
+) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
+    list(client, stream, 1000, Some(filter)).await
+}
+
+async fn list(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    page_size: i32,
+    filter: Option<aws_sdk_kinesis::types::ShardFilter>,
+) -> Result<Vec<Shard>, aws_sdk_kinesis::Error> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
-        // With a NextToken, the API refuses the stream name.
+        // With a NextToken, the API refuses the stream name and the filter.
         let request = match next_token.take() {
             Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(stream),
+            None => client
+                .list_shards()
+                .stream_name(stream)
+                .set_shard_filter(filter.clone()),
         };
         let out = request.max_results(page_size).send().await?;
         shards.extend(out.shards().iter().cloned());

@@ -14,7 +14,7 @@
 //!    holding the same records, and adopts it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 use kcl::checkpoint::ExtendedSequenceNumber;
 use kcl::processor::{
@@ -30,6 +30,17 @@ use crate::key::KeyFields;
 use crate::metrics as m;
 use crate::retry::with_backoff;
 use crate::transform::{RecordContext, epoch_millis};
+
+/// Attempts of an S3 call that keeps failing permanently (a missing bucket,
+/// denied access) before the shard's processor stops and its lease is
+/// released: a few, since a policy or a bucket just created can take
+/// seconds to be seen.
+pub const PERMANENT_ATTEMPTS: u32 = 5;
+
+/// Attempts to open a shard's buffer directory (5 s apart), and failed
+/// buffer writes in a row (1 s apart: a full disk may drain), before the
+/// processor stops and its lease is released.
+pub const BUFFER_ATTEMPTS: u32 = 30;
 
 /// This processor cannot go on (its lease is gone); the shard's next owner
 /// re-reads what was not uploaded.
@@ -100,6 +111,7 @@ impl ShardArchiver {
         what: &'static str,
         op: impl Fn(&mut dyn Buffer) -> Result<T, BufferError> + Send + Clone + 'static,
     ) -> Result<T, Stopped> {
+        let mut failures = 0;
         loop {
             let Some(mut buffer) = self.buffer.take() else {
                 return Err(Stopped);
@@ -116,7 +128,16 @@ impl ShardArchiver {
             match result {
                 Ok(value) => return Ok(value),
                 Err(error) => {
-                    tracing::error!(shard = %self.shard, %error, what, "buffer operation failed; retrying in 1 s");
+                    failures += 1;
+                    metrics::counter!(m::BUFFER_ERRORS).increment(1);
+                    if failures >= BUFFER_ATTEMPTS {
+                        self.permanent_failure(
+                            &format!("buffer {what} failed {failures} times in a row: {error}"),
+                            "free space in `buffer_dir` (or make it writable)",
+                        );
+                        return Err(Stopped);
+                    }
+                    tracing::error!(shard = %self.shard, %error, what, failures, "buffer operation failed (reading pauses); retrying in 1 s");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
@@ -279,9 +300,15 @@ impl ShardArchiver {
             self.checkpoint(checkpointer, last.clone(), Some(key.clone().into_bytes()))
                 .await?;
             if let Err(error) = self.upload(&key, &sealed).await {
-                tracing::error!(shard = %self.shard, %key, %error, "cannot read a buffered object back; stopping this shard's processor for the next owner to redo it");
+                match error.permanent() {
+                    Some(fix) => self.permanent_failure(&format!("upload of {key}: {error}"), fix),
+                    None => {
+                        tracing::error!(shard = %self.shard, %key, %error, "cannot read a buffered object back; stopping this shard's processor for the next owner to redo it")
+                    }
+                }
                 return self.stop().await;
             }
+            self.shared.stats.set_failing(&self.lease_key, None);
         }
         self.checkpoint(checkpointer, last, None).await?;
         self.release(&sealed).await
@@ -295,9 +322,24 @@ impl ShardArchiver {
         Ok(())
     }
 
-    /// Uploads until it works, or until the object cannot be read back from
+    /// Logs, counts and records an error no retry fixes; the processor then
+    /// stops and its lease is released, so the condition is visible and
+    /// another worker (or this one after the release cooldown, with a fixed
+    /// configuration) can go on.
+    fn permanent_failure(&self, what: &str, fix: &str) {
+        tracing::error!(shard = %self.shard, error = %what, fix,
+            "a permanent error stops this shard's processor; its lease is released");
+        metrics::counter!(m::PERMANENT_ERRORS).increment(1);
+        self.shared
+            .stats
+            .set_failing(&self.lease_key, Some(format!("{what} ({fix})")));
+    }
+
+    /// Uploads until it works, until the object cannot be read back from
     /// the buffer (damaged on disk: retrying cannot help, and the shard's
-    /// next owner redoes the object from Kinesis). The upload never replaces
+    /// next owner redoes the object from Kinesis), or until S3 answered
+    /// [`PERMANENT_ATTEMPTS`] permanent errors in a row (a missing bucket,
+    /// denied access: see [`crate::emit::classify`]). The upload never replaces
     /// an object: one already under the key holds the same records (a key
     /// names its first record, and a redo cuts at the prepared last one; a
     /// previous owner's late upload, say) and is adopted. The lease may be
@@ -305,15 +347,20 @@ impl ShardArchiver {
     async fn upload(&self, key: &str, sealed: &SealedObject) -> Result<(), EmitError> {
         let shared = &self.shared;
         let unreadable = AtomicBool::new(false);
+        let permanent_in_a_row = AtomicU32::new(0);
         let emitted = with_backoff(
             || async {
                 let result = shared.emitter.emit(key, sealed).await;
-                if let Err(EmitError::Buffer(_)) = &result {
-                    unreadable.store(true, Relaxed);
+                match &result {
+                    Err(EmitError::Buffer(_)) => unreadable.store(true, Relaxed),
+                    Err(error) if error.permanent().is_some() => {
+                        permanent_in_a_row.fetch_add(1, Relaxed);
+                    }
+                    _ => permanent_in_a_row.store(0, Relaxed),
                 }
                 result
             },
-            || !unreadable.load(Relaxed),
+            || !unreadable.load(Relaxed) && permanent_in_a_row.load(Relaxed) < PERMANENT_ATTEMPTS,
             |error, delay| {
                 shared.stats.upload_retries.fetch_add(1, Relaxed);
                 metrics::counter!(m::UPLOAD_RETRIES).increment(1);
@@ -322,10 +369,23 @@ impl ShardArchiver {
         )
         .await?;
         let stats = &shared.stats;
-        if emitted != Emitted::Written {
-            tracing::info!(shard = %self.shard, %key, "the object is already in S3 (an earlier upload of the same records); adopted");
-            stats.objects_adopted.fetch_add(1, Relaxed);
-            return Ok(());
+        match emitted {
+            Emitted::Written => {}
+            Emitted::AlreadyThere => {
+                tracing::info!(shard = %self.shard, %key, "the object is already in S3 (an earlier upload of the same records); adopted");
+                stats.objects_adopted.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Emitted::Occupied => {
+                // The key names the object's first record, so the object
+                // there starts with the same records — but its bytes differ
+                // (another compression or format setting, or another writer
+                // using this prefix and template): worth a look.
+                tracing::warn!(shard = %self.shard, %key, "an object with other contents is already under this key (another compression or format setting, or another writer with this prefix?); kept, and adopted as holding these records");
+                stats.objects_adopted.fetch_add(1, Relaxed);
+                metrics::counter!(m::OBJECTS_OCCUPIED).increment(1);
+                return Ok(());
+            }
         }
         stats.objects_uploaded.fetch_add(1, Relaxed);
         stats
@@ -469,7 +529,10 @@ impl ShardArchiver {
         let fsync = self.shared.fsync;
         // Data left by an earlier run is re-read from the shard (its
         // checkpoint never passed it); corrupt entries are counted.
+        let mut attempts = 0;
         let opened = loop {
+            attempts += 1;
+            let shown = dir.display().to_string();
             let dir = dir.clone();
             let open = self.shared.open_buffer.clone();
             let opened = tokio::task::spawn_blocking(move || {
@@ -486,8 +549,16 @@ impl ShardArchiver {
             .await;
             match opened {
                 Ok(Ok(opened)) => break opened,
+                Ok(Err(error)) if attempts >= BUFFER_ATTEMPTS => {
+                    self.permanent_failure(
+                        &format!("cannot open the shard's buffer in {shown}: {error}"),
+                        "make `buffer_dir` writable, with free space",
+                    );
+                    return Err(Stopped);
+                }
                 Ok(Err(error)) => {
-                    tracing::error!(shard = %self.shard, %error, "cannot open the shard's buffer; retrying in 5 s");
+                    metrics::counter!(m::BUFFER_ERRORS).increment(1);
+                    tracing::error!(shard = %self.shard, %error, attempts, "cannot open the shard's buffer; retrying in 5 s");
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 }
                 Err(_) => return Err(Stopped),
@@ -503,10 +574,20 @@ impl ShardArchiver {
         if let Some((prepared, Some(state))) = input.pending_checkpoint {
             let key = String::from_utf8_lossy(&state).into_owned();
             let shared = &self.shared;
+            // A 403 (no s3:ListBucket) or another permanent error counts as
+            // "not there": the redo writes the same records under the same
+            // key, conditionally, and adopts the object if it is there.
+            let permanent = AtomicBool::new(false);
             let exists = with_backoff(
-                || shared.emitter.exists(&key),
-                || true,
-                |error, _| tracing::warn!(%key, %error, "cannot check a prepared object; retrying"),
+                || async {
+                    let result = shared.emitter.exists(&key).await;
+                    if result.as_ref().is_err_and(|e| e.permanent().is_some()) {
+                        permanent.store(true, Relaxed);
+                    }
+                    result
+                },
+                || !permanent.load(Relaxed),
+                |error: &EmitError, _| tracing::warn!(%key, %error, "cannot check a prepared object; retrying"),
             )
             .await
             .unwrap_or(false);

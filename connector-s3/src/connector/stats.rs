@@ -18,6 +18,8 @@ pub struct ConnectorStats {
     pub(crate) objects_adopted: AtomicU64,
     pub(crate) buffered_bytes: AtomicU64,
     pub(crate) lag_ms: Mutex<HashMap<String, i64>>,
+    /// Shards whose processor stopped on an error no retry fixes, with it.
+    pub(crate) failing: Mutex<HashMap<String, String>>,
 }
 
 /// A snapshot of [`ConnectorStats`].
@@ -70,6 +72,30 @@ impl ConnectorStats {
             buffered_bytes: self.buffered_bytes.load(Relaxed),
             max_lag_ms,
             shards,
+        }
+    }
+
+    /// Shards (lease keys) whose processor last stopped on an error no retry
+    /// fixes (a missing bucket, denied access, an unusable buffer
+    /// directory), with the error and what to fix. A shard leaves the list
+    /// when an upload of it succeeds again.
+    pub fn failing_shards(&self) -> Vec<(String, String)> {
+        self.failing
+            .lock()
+            .map(|f| f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn set_failing(&self, shard: &str, error: Option<String>) {
+        if let Ok(mut map) = self.failing.lock() {
+            match error {
+                Some(error) => {
+                    map.insert(shard.to_owned(), error);
+                }
+                None => {
+                    map.remove(shard);
+                }
+            }
         }
     }
 

@@ -1,6 +1,9 @@
 //! The emitter stage: a sealed object goes to its destination.
 
+mod classify;
 mod s3;
+
+pub use classify::{Failure, classify, classify_code};
 
 use futures::future::BoxFuture;
 
@@ -34,7 +37,7 @@ pub enum EmitError {
     #[error(transparent)]
     Buffer(#[from] BufferError),
     /// The destination refused or failed.
-    #[error("{operation} {key}: {message}")]
+    #[error("{operation} {key}: {message}{}", fix_suffix(.failure))]
     Destination {
         /// What was attempted.
         operation: &'static str,
@@ -42,6 +45,8 @@ pub enum EmitError {
         key: String,
         /// The error and its causes.
         message: String,
+        /// Whether retrying can help ([`Failure::Permanent`] says what to fix).
+        failure: Failure,
     },
     /// The destination does not implement this operation (HTTP 501; some
     /// S3-compatible stores have no ListMultipartUploads).
@@ -50,6 +55,27 @@ pub enum EmitError {
         /// What was attempted.
         operation: &'static str,
     },
+}
+
+fn fix_suffix(failure: &Failure) -> String {
+    match failure {
+        Failure::Retryable => String::new(),
+        Failure::Permanent(fix) => format!(" — {fix}"),
+    }
+}
+
+impl EmitError {
+    /// What to fix, when no retry can help (a missing bucket, denied
+    /// access, a wrong region, an unusable KMS key).
+    pub fn permanent(&self) -> Option<&'static str> {
+        match self {
+            EmitError::Destination {
+                failure: Failure::Permanent(fix),
+                ..
+            } => Some(fix),
+            _ => None,
+        }
+    }
 }
 
 /// Writes sealed objects to their destination, under a key the pipeline

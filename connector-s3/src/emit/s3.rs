@@ -3,6 +3,8 @@
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::FutureExt as _;
@@ -232,11 +234,15 @@ pub struct OpenUpload {
     pub initiated: Option<SystemTime>,
 }
 
-fn failed(operation: &'static str, key: &str, error: &dyn std::error::Error) -> EmitError {
+fn failed<E>(operation: &'static str, key: &str, error: &SdkError<E, HttpResponse>) -> EmitError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     EmitError::Destination {
         operation,
         key: key.to_owned(),
         message: kcl::error_chain(error),
+        failure: super::classify(error),
     }
 }
 
@@ -437,6 +443,7 @@ impl S3Emitter {
                     operation: "UploadPart",
                     key: key.to_owned(),
                     message: "reader lost".into(),
+                    failure: super::Failure::Retryable,
                 })?;
                 let mut carried = std::mem::take(&mut carry);
                 blocking(move || {

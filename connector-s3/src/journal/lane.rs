@@ -426,6 +426,16 @@ async fn upload(
             }
             let from = object.summary.object;
             object = renumber(&numbers, object).await?;
+            // Numbers a replaced directory reuses are usually all taken:
+            // skip the ones with an object without uploading this one there.
+            while config
+                .emitter
+                .exists(&object_key(&config, lane, &object))
+                .await
+                .unwrap_or(false)
+            {
+                object = renumber(&numbers, object).await?;
+            }
             tracing::warn!(
                 %key,
                 lane,

@@ -21,6 +21,10 @@ use crate::checkpoint::ExtendedSequenceNumber;
 const CHECKPOINT_ATTEMPTS: usize = 3;
 
 /// A held lease, shared by the lease coordinator and the shard's checkpointer.
+///
+/// The fence runs from when the last successful renewal (or take, or
+/// checkpoint — each bumps the counter) was *sent*: other workers start their
+/// failover clock no earlier than when they see that counter.
 #[derive(Debug)]
 pub(crate) struct HeldLease {
     table: LeaseTable,
@@ -44,6 +48,9 @@ struct State {
 pub(crate) enum Renewal {
     /// The lease is still ours and its counter moved.
     Renewed,
+    /// The lease is still ours, but its counter moved under both attempts
+    /// (not renewed this time; the fence decides).
+    Contended,
     /// Another worker owns it now (or it is gone).
     Lost,
 }
@@ -100,13 +107,18 @@ impl HeldLease {
         self.is_lost() || now.saturating_duration_since(self.state().renewed_at) >= self.fence_after
     }
 
-    /// Merges a written copy back: counters only grow.
-    fn merge(&self, written: &Lease, sent_at: Instant, update: impl FnOnce(&mut Lease)) {
+    /// Merges a copy back: counters only grow. `renewed` is when a write
+    /// that succeeded was sent — the only moment known to be no later than
+    /// the counter change other workers watch (a re-read proves the lease
+    /// ours, but not since when: it never moves the fence).
+    fn merge(&self, copy: &Lease, renewed: Option<Instant>, update: impl FnOnce(&mut Lease)) {
         let mut state = self.state();
-        if written.lease_counter >= state.lease.lease_counter {
-            state.lease.lease_counter = written.lease_counter;
+        if copy.lease_counter >= state.lease.lease_counter {
+            state.lease.lease_counter = copy.lease_counter;
         }
-        if sent_at > state.renewed_at {
+        if let Some(sent_at) = renewed
+            && sent_at > state.renewed_at
+        {
             state.renewed_at = sent_at;
         }
         update(&mut state.lease);
@@ -120,27 +132,28 @@ impl HeldLease {
         Ok(current.filter(|l| l.lease_owner.as_deref() == Some(self.worker_id.as_str())))
     }
 
-    /// Renews the lease: bumps its counter if it is still ours.
+    /// Renews the lease: bumps its counter if it is still ours. A failed
+    /// condition on a lease still ours (a checkpoint moved the counter, or
+    /// an earlier renewal was applied and its answer lost) is followed by
+    /// one more renewal at the counter read back; only a renewal that
+    /// succeeds moves the fence.
     pub(crate) async fn renew(&self) -> Result<Renewal, LeaseError> {
-        let sent_at = Instant::now();
-        let mut copy = self.snapshot();
-        if self.table.renew(&mut copy, &self.worker_id).await? {
-            self.merge(&copy, sent_at, |_| {});
-            return Ok(Renewal::Renewed);
-        }
-        match self.reread().await? {
-            Some(current) => {
-                // Ours still: a checkpoint moved the counter, or this very
-                // renewal was applied and its answer lost. Either way the
-                // counter moved after `sent_at`.
-                self.merge(&current, sent_at, |_| {});
-                Ok(Renewal::Renewed)
+        for _ in 0..2 {
+            let sent_at = Instant::now();
+            let mut copy = self.snapshot();
+            if self.table.renew(&mut copy, &self.worker_id).await? {
+                self.merge(&copy, Some(sent_at), |_| {});
+                return Ok(Renewal::Renewed);
             }
-            None => {
-                self.lost.store(true, Ordering::Relaxed);
-                Ok(Renewal::Lost)
+            match self.reread().await? {
+                Some(current) => self.merge(&current, None, |_| {}),
+                None => {
+                    self.lost.store(true, Ordering::Relaxed);
+                    return Ok(Renewal::Lost);
+                }
             }
         }
+        Ok(Renewal::Contended)
     }
 
     /// Writes a checkpoint (and optionally a prepared one with its state).
@@ -165,7 +178,7 @@ impl HeldLease {
                 .checkpoint(&mut copy, &self.worker_id, checkpoint, pending)
                 .await?
             {
-                self.merge(&copy, sent_at, apply);
+                self.merge(&copy, Some(sent_at), apply);
                 return Ok(true);
             }
             let Some(current) = self.reread().await? else {
@@ -175,11 +188,11 @@ impl HeldLease {
                 && current.pending_checkpoint.as_ref() == pending.map(|(p, _)| p)
                 && current.pending_checkpoint_state.as_deref()
                     == pending.and_then(|(_, state)| state);
-            self.merge(&current, sent_at, |_| {});
+            self.merge(&current, None, |_| {});
             if written {
                 // Applied, and its answer lost.
                 metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
-                self.merge(&current, sent_at, apply);
+                self.merge(&current, None, apply);
                 return Ok(true);
             }
             // Ours, with a counter a renewal moved: write again.
