@@ -376,3 +376,96 @@ async fn an_object_never_spans_two_periods_of_its_key() {
     assert!(rows(&objects) == sent, "exactly once");
     aws.shutdown().await;
 }
+
+/// A bucket that does not exist is an error no retry fixes: after a few
+/// attempts each shard's processor stops, says what to fix, and its lease is
+/// released (the shard is not held silently); once the bucket exists, the
+/// shards are taken again and every record is archived once (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_bucket_releases_the_leases_and_recovers_once_created() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    // moto: the embedded S3 creates a missing bucket on the first PutObject.
+    let moto = integration_tests::ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s3 = moto.s3_client();
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("no-bucket");
+    resources::create_stream(&kinesis, &stream, 2)
+        .await
+        .expect("stream");
+    let bucket = unique_name("later");
+    let mut sent = produce(&common::producer(&aws, &stream), &stream, 0..2_000).await;
+    sent.sort();
+    let buffer = tempfile::tempdir().expect("tempdir");
+    let app = unique_name("archiver");
+    let connector = common::connector(&aws, &app, &stream, &bucket, "archive", buffer.path())
+        .s3_client(s3.clone())
+        .max_object_age(Duration::from_millis(500))
+        .consumer(|c| {
+            c.failover_time = Duration::from_secs(2);
+            c.shard_sync_interval = Duration::from_secs(1);
+            c.idle_time_between_reads = Duration::from_millis(100);
+            c.release_cooldown = Duration::from_secs(1);
+        })
+        .build()
+        .expect("connector");
+    let stats = connector.stats();
+    let shutdown = connector.shutdown_handle();
+    let running = tokio::spawn(connector.run());
+
+    // Both shards fail permanently, say why, and their leases are released.
+    let table = kcl::lease::LeaseTable::new(aws.dynamodb_client(), &app);
+    let started = std::time::Instant::now();
+    let mut released = false;
+    loop {
+        let failing = stats.failing_shards();
+        if failing.len() == 2 {
+            assert!(
+                failing
+                    .iter()
+                    .all(|(_, e)| e.contains("NoSuchBucket") && e.contains("check `bucket`")),
+                "{failing:?}"
+            );
+            let leases = table.list_leases().await.expect("leases");
+            released |= leases.iter().any(|l| l.lease_owner.is_none());
+            if released {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the shards never failed permanently with their leases released: {:?} {}",
+            stats.failing_shards(),
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.snapshot().records_uploaded, 0);
+
+    resources::create_bucket(&s3, &bucket)
+        .await
+        .expect("bucket");
+    let started = std::time::Instant::now();
+    while stats.snapshot().records_uploaded < 2_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not recovered: {}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.graceful().await;
+    running.await.expect("join").expect("connector");
+    assert!(
+        stats.failing_shards().is_empty(),
+        "{:?}",
+        stats.failing_shards()
+    );
+    let archived = rows(&read_archive(&s3, &bucket, "archive/").await);
+    assert!(archived == sent, "every record once");
+    resources::delete_bucket(&s3, &bucket)
+        .await
+        .expect("cleanup");
+    aws.shutdown().await;
+}

@@ -43,6 +43,14 @@ impl ApiTimeouts {
         attempt: Duration::from_secs(10),
         operation: Duration::from_secs(30),
     };
+    /// For S3 uploads (used by the S3 connector and the journal): connect
+    /// 5 s, attempt 120 s (a part of up to 5 GiB on a slow link is the
+    /// caller's to tune), operation 10 min.
+    pub const S3: Self = Self {
+        connect: Duration::from_secs(5),
+        attempt: Duration::from_secs(120),
+        operation: Duration::from_secs(600),
+    };
 
     /// `sdk_config` with these timeouts where it sets none of its own.
     ///

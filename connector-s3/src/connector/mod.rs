@@ -176,7 +176,9 @@ pub fn default_worker_id() -> String {
 }
 
 impl S3ConnectorBuilder {
-    /// AWS settings (region, credentials, endpoints). Required.
+    /// AWS settings (region, credentials, endpoints). Required. Clients
+    /// built from it get [`kcl::timeouts::ApiTimeouts::S3`] (and the
+    /// consumer's DynamoDB and Kinesis timeouts) where it sets none.
     pub fn sdk_config(mut self, config: &aws_config::SdkConfig) -> Self {
         self.sdk_config = Some(config.clone());
         self
@@ -247,8 +249,10 @@ impl S3ConnectorBuilder {
         self
     }
 
-    /// The S3 client (for path-style addressing, say). Default: one built
-    /// from the SDK config.
+    /// The S3 client (for path-style addressing, say), used with its own
+    /// timeouts. Default: one built from the SDK config, with
+    /// [`kcl::timeouts::ApiTimeouts::S3`] (connect 5 s, attempt 120 s,
+    /// operation 10 min) where the SDK config sets none.
     pub fn s3_client(mut self, client: aws_sdk_s3::Client) -> Self {
         self.s3_client = Some(client);
         self
@@ -415,9 +419,9 @@ impl S3ConnectorBuilder {
             Some(emitter) => (emitter, None),
             None => {
                 let bucket = self.bucket.ok_or(ConnectorConfigError::Missing("bucket"))?;
-                let client = self
-                    .s3_client
-                    .unwrap_or_else(|| aws_sdk_s3::Client::new(&sdk_config));
+                let client = self.s3_client.unwrap_or_else(|| {
+                    aws_sdk_s3::Client::new(&kcl::timeouts::ApiTimeouts::S3.apply(&sdk_config))
+                });
                 let s3 = S3Emitter::builder(client, bucket)
                     .multipart_threshold(self.multipart_threshold)
                     .part_size(self.part_size)

@@ -270,7 +270,9 @@ impl JournalConfigBuilder {
         let directory = self.directory.ok_or_else(|| missing("directory"))?;
         let client = match (self.s3_client, &self.sdk_config) {
             (Some(client), _) => client,
-            (None, Some(config)) => aws_sdk_s3::Client::new(config),
+            (None, Some(config)) => {
+                aws_sdk_s3::Client::new(&kcl::timeouts::ApiTimeouts::S3.apply(config))
+            }
             (None, None) => return Err(missing("sdk_config or s3_client")),
         };
         let template = KeyTemplate::new(&self.prefix, &self.key_template)?;
