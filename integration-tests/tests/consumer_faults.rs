@@ -285,3 +285,121 @@ async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
         .await
         .expect("cleanup");
 }
+
+/// Panics on its first batch while its shard has had fewer than three
+/// processors.
+struct Fragile {
+    attempt: usize,
+    seen: Deliveries,
+    shard: String,
+}
+
+impl RecordProcessor for Fragile {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if self.attempt < 3 && !input.records.is_empty() {
+            panic!("a poison batch (attempt {})", self.attempt);
+        }
+        {
+            let now = Instant::now();
+            let mut seen = self.seen.lock().expect("lock");
+            for record in &input.records {
+                seen.push((
+                    String::new(),
+                    self.shard.clone(),
+                    String::from_utf8_lossy(&record.data).into_owned(),
+                    now,
+                ));
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint_shard_end().await;
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+/// A processor that panics on a batch is not restarted in a hot loop: its
+/// lease is released and retried from the checkpoint after a cooldown that
+/// doubles with each panic; once it stops panicking, every record is
+/// processed (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_processor_is_retried_with_a_growing_pause() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("poison");
+    resources::create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        pending.push(
+            producer
+                .add_user_record(UserRecord::new(&stream, format!("k{i}"), format!("p{i}")))
+                .await
+                .expect("accepted"),
+        );
+    }
+    for result in pending {
+        result.await.expect("stored");
+    }
+    producer.shutdown().await.expect("producer shutdown");
+
+    let seen: Deliveries = Arc::default();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut config = ConsumerConfig::new(unique_name("app"), &stream, "worker-1");
+    config.initial_position = StartingPosition::TrimHorizon;
+    config.failover_time = Duration::from_secs(3);
+    config.idle_time_between_reads = Duration::from_millis(100);
+    config.release_cooldown = Duration::from_millis(500);
+    let scheduler = {
+        let (seen, attempts) = (seen.clone(), attempts.clone());
+        Scheduler::new(aws.sdk_config(), config, move |shard: &str| Fragile {
+            attempt: attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            seen: seen.clone(),
+            shard: shard.to_owned(),
+        })
+    };
+    let handle = scheduler.shutdown_handle();
+    let started = Instant::now();
+    let task = tokio::spawn(scheduler.run());
+    while seen.lock().expect("lock").len() < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not every record processed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    handle.graceful().await;
+    task.await.expect("join").expect("scheduler");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "a processor per attempt"
+    );
+    // Paused 0.5 s, then 1 s, between the attempts: no hot loop.
+    assert!(
+        took >= Duration::from_millis(1_500),
+        "retried after {took:?}"
+    );
+    let data: HashSet<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.2.clone())
+        .collect();
+    assert_eq!(data.len(), 50);
+}
