@@ -33,10 +33,19 @@ use tokio::task::JoinHandle;
 
 use crate::Error;
 
-/// Probabilities (0.0 to 1.0) of each fault per PutRecords call; they are
-/// exclusive, and their sum should stay at most 1.
+/// Probabilities (0.0 to 1.0) of each fault per PutRecords call (per call of
+/// any operation with `every_call`); they are exclusive, and their sum
+/// should stay at most 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
+    /// Fault every call, of any operation and service (Kinesis, DynamoDB or
+    /// S3, answered in that service's error format), not only PutRecords;
+    /// `partial` still applies to PutRecords only.
+    pub every_call: bool,
+    /// Forward the call only after [`FaultProxy::set_slow_delay`] (default
+    /// 2 s): past a client's attempt timeout, it is retried while the first
+    /// attempt may still be applied.
+    pub slow: f64,
     /// Answer 500 InternalFailure without forwarding.
     pub fail: f64,
     /// Answer 400 ProvisionedThroughputExceededException without forwarding.
@@ -70,6 +79,10 @@ pub struct FaultCounts {
     pub dropped_user_records: AtomicU64,
     /// Calls held while the proxy was stalled.
     pub stalled: AtomicU64,
+    /// Calls of any operation faulted (with `every_call`).
+    pub calls_faulted: AtomicU64,
+    /// Calls forwarded late (`slow`).
+    pub slowed: AtomicU64,
 }
 
 impl FaultCounts {
@@ -96,6 +109,8 @@ struct State {
     stalled: watch::Receiver<bool>,
     /// Every call is held, whatever its operation.
     stalled_all: watch::Receiver<bool>,
+    /// How long a `slow` call is held before it is forwarded.
+    slow_delay: Mutex<std::time::Duration>,
 }
 
 /// A running fault-injecting proxy.
@@ -139,6 +154,7 @@ impl FaultProxy {
             counts: Arc::new(FaultCounts::default()),
             stalled,
             stalled_all,
+            slow_delay: Mutex::new(std::time::Duration::from_secs(2)),
         });
         let served = state.clone();
         let task = tokio::spawn(async move {
@@ -209,6 +225,13 @@ impl FaultProxy {
     /// being forwarded (their clients have timed out).
     pub fn stall(&self, stalled: bool) {
         let _ = self.stall.send(stalled);
+    }
+
+    /// How long a `slow` call is held before it is forwarded.
+    pub fn set_slow_delay(&self, delay: std::time::Duration) {
+        if let Ok(mut slow) = self.state.slow_delay.lock() {
+            *slow = delay;
+        }
     }
 
     /// Stalls (`true`) or resumes (`false`) every call, of any operation or
@@ -312,11 +335,15 @@ async fn fault_or_forward(request: Request<Incoming>, state: &Arc<State>) -> Res
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
     if !is_put_records {
-        return forward(state, parts, body).await;
+        return if faults.every_call {
+            any_call(state, parts, body, faults).await
+        } else {
+            forward(state, parts, body).await
+        };
     }
     FaultCounts::add(&counts.put_records_calls, 1);
-    let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
     let roll: f64 = rand::random();
     let mut threshold = faults.fail;
     if roll < threshold {
@@ -358,6 +385,137 @@ async fn fault_or_forward(request: Request<Incoming>, state: &Arc<State>) -> Res
             "InternalFailure",
             "answer lost (injected)",
         );
+    }
+    forward(state, parts, body).await
+}
+
+/// The service a request is for, by its headers: the JSON protocols name
+/// their target (`Kinesis_20131202.*`, `DynamoDB_20120810.*`); S3 does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Kinesis,
+    DynamoDb,
+    S3,
+}
+
+fn service_of(parts: &hyper::http::request::Parts) -> Service {
+    match parts.headers.get("x-amz-target").map(|t| t.as_bytes()) {
+        Some(target) if target.starts_with(b"DynamoDB") => Service::DynamoDb,
+        Some(_) => Service::Kinesis,
+        None => Service::S3,
+    }
+}
+
+/// An error answer in the service's own format.
+fn service_error(
+    service: Service,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Bytes> {
+    match service {
+        Service::Kinesis => error_response(status, code, message),
+        Service::DynamoDb => {
+            let body = json!({
+                "__type": format!("com.amazonaws.dynamodb.v20120810#{code}"),
+                "message": message,
+            })
+            .to_string();
+            let mut response = Response::new(Bytes::from(body));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/x-amz-json-1.0"),
+            );
+            response
+        }
+        Service::S3 => {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            );
+            let mut response = Response::new(Bytes::from(body));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/xml"),
+            );
+            response
+        }
+    }
+}
+
+/// A fault for a call other than PutRecords (`every_call`), or the call
+/// forwarded.
+async fn any_call(
+    state: &State,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    faults: Faults,
+) -> Response<Bytes> {
+    let service = service_of(&parts);
+    let counts = &state.counts;
+    let roll: f64 = rand::random();
+    let mut threshold = faults.fail;
+    if roll < threshold {
+        FaultCounts::add(&counts.calls_faulted, 1);
+        FaultCounts::add(&counts.failed, 1);
+        let code = match service {
+            Service::Kinesis => "InternalFailure",
+            Service::DynamoDb => "InternalServerError",
+            Service::S3 => "InternalError",
+        };
+        return service_error(
+            service,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            "injected failure",
+        );
+    }
+    threshold += faults.throttle;
+    if roll < threshold {
+        FaultCounts::add(&counts.calls_faulted, 1);
+        FaultCounts::add(&counts.throttled, 1);
+        return match service {
+            Service::S3 => service_error(
+                service,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "injected",
+            ),
+            _ => service_error(
+                service,
+                StatusCode::BAD_REQUEST,
+                "ProvisionedThroughputExceededException",
+                "injected",
+            ),
+        };
+    }
+    threshold += faults.drop_response;
+    if roll < threshold {
+        FaultCounts::add(&counts.calls_faulted, 1);
+        FaultCounts::add(&counts.dropped_responses, 1);
+        let _ = forward(state, parts, body).await;
+        return service_error(
+            service,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            match service {
+                Service::Kinesis => "InternalFailure",
+                Service::DynamoDb => "InternalServerError",
+                Service::S3 => "InternalError",
+            },
+            "answer lost (injected)",
+        );
+    }
+    threshold += faults.slow;
+    if roll < threshold {
+        FaultCounts::add(&counts.calls_faulted, 1);
+        FaultCounts::add(&counts.slowed, 1);
+        let delay = state
+            .slow_delay
+            .lock()
+            .map(|d| *d)
+            .unwrap_or(std::time::Duration::from_secs(2));
+        tokio::time::sleep(delay).await;
     }
     forward(state, parts, body).await
 }
@@ -460,7 +618,8 @@ async fn forward(
         return error_response(StatusCode::BAD_GATEWAY, "ProxyError", "bad upstream URI");
     };
     parts.uri = uri;
-    parts.headers.remove(hyper::header::HOST);
+    // The Host header is kept as the client signed it (SigV4 covers it; the
+    // embedded S3 checks the signature).
     parts.headers.insert(
         hyper::header::CONTENT_LENGTH,
         hyper::header::HeaderValue::from(body.len()),

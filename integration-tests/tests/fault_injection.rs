@@ -73,6 +73,7 @@ async fn under_twenty_percent_faults_every_record_is_stored_once_or_fails_typed_
         throttle: 0.06,
         partial: 0.06,
         drop_response: 0.0,
+        ..Faults::default()
     };
     // Small aggregates and requests: many calls, so every fault shows up.
     let config = ProducerConfig {

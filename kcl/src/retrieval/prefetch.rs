@@ -12,6 +12,8 @@ use super::{Batch, FanOutReader, RetrievalError, ShardReader};
 
 /// Where a shard's batches come from.
 #[derive(Debug)]
+// One per shard consumer, moved once into its task: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Source {
     /// Polling GetRecords.
     Polling(ShardReader),
