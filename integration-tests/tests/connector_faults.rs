@@ -199,3 +199,123 @@ async fn two_connectors_archive_exactly_once_while_a_fifth_of_all_calls_fail() {
     assert_eq!(rows.len(), sent.len());
     aws.shutdown().await;
 }
+
+/// S3 down (every call refused with a 5xx) for a while: the connector keeps
+/// reading only until its buffer bound, holds what it read on disk, and
+/// uploads it all once S3 is back — nothing lost, nothing twice (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_down_pauses_reading_at_the_buffer_bound_and_loses_nothing() {
+    const RECORDS: usize = 100_000;
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 2)
+        .await
+        .expect("stream and bucket");
+    let s3 = FaultProxy::start(&aws.endpoints().s3, Faults::default())
+        .await
+        .expect("proxy");
+    let down = Faults {
+        every_call: true,
+        fail: 1.0,
+        ..Faults::default()
+    };
+    s3.set_faults(down);
+    let producer = common::producer(&aws, &stream);
+    let mut sent = Vec::with_capacity(RECORDS);
+    let mut pending = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        // Enough that the records exceed the buffer bound many times over.
+        let data = format!(
+            "{i:06}-{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )
+        .repeat(4)
+        .into_bytes();
+        pending.push((
+            data.clone(),
+            producer
+                .add_user_record(UserRecord::new(&stream, format!("k{}", i % 97), data))
+                .await
+                .expect("accepted"),
+        ));
+    }
+    for (data, result) in pending {
+        let result = result.await.expect("stored");
+        sent.push((
+            result.shard_id,
+            result.sequence_number,
+            result.sub_sequence_number,
+            data,
+        ));
+    }
+    producer.shutdown().await.expect("producer shutdown");
+    sent.sort();
+
+    let buffer = tempfile::tempdir().expect("dir");
+    let s3_config = Endpoints {
+        s3: s3.url().to_owned(),
+        ..aws.endpoints().clone()
+    }
+    .sdk_config();
+    let connector = common::connector(
+        &aws,
+        &unique_name("app"),
+        &stream,
+        &bucket,
+        "archive",
+        buffer.path(),
+    )
+    .s3_client(integration_tests::embedded::s3_client(&s3_config))
+    .max_buffered_bytes(1 << 20)
+    .max_object_bytes(256 << 10)
+    .max_object_age(Duration::from_secs(1))
+    .build()
+    .expect("connector");
+    let stats = connector.stats();
+    let shutdown = connector.shutdown_handle();
+    let task = tokio::spawn(connector.run());
+
+    // While S3 is down: reading stops short of the whole stream, and the
+    // buffered bytes stay within the bound.
+    let down_for = Instant::now();
+    let mut peak = 0;
+    while down_for.elapsed() < Duration::from_secs(8) {
+        let snapshot = stats.snapshot();
+        peak = peak.max(snapshot.buffered_bytes);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused = stats.snapshot();
+    assert_eq!(paused.records_uploaded, 0, "{paused}");
+    assert!(paused.records_in > 0, "{paused}");
+    assert!(
+        (paused.records_in as usize) < RECORDS,
+        "reading did not pause: {paused}"
+    );
+    assert!(
+        peak <= 1 << 20,
+        "buffered {peak} bytes over the 1 MiB bound"
+    );
+    let failed_calls = FaultCounts::get(&s3.counts().failed);
+
+    s3.set_faults(Faults::default());
+    let started = Instant::now();
+    while (stats.snapshot().records_uploaded as usize) < RECORDS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not archived after S3 came back: {}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.graceful().await;
+    task.await.expect("join").expect("connector");
+    let rows = archived(&aws.s3_client(), &bucket, "archive/").await;
+    eprintln!(
+        "Reliability: S3 down 8 s: {failed_calls} S3 calls refused, read {} of {RECORDS} records while down, peak buffered {peak} bytes (bound 1 MiB); after: {} archived in {} bytes",
+        paused.records_in,
+        rows.len(),
+        stats.snapshot().bytes_uploaded
+    );
+    assert!(rows == sent, "every record once");
+    aws.shutdown().await;
+}
