@@ -319,3 +319,163 @@ async fn s3_down_pauses_reading_at_the_buffer_bound_and_loses_nothing() {
     assert!(rows == sent, "every record once");
     aws.shutdown().await;
 }
+
+/// A small filesystem, mounted for the test (tmpfs; needs root) and
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs exited with {status}"));
+        }
+        Ok(Self { dir })
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.dir.path())
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a failed test may still hold files open in it.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The buffer's disk fills up (S3 down, a 640 KiB filesystem under a 1 MiB
+/// buffer bound): writes fail with ENOSPC, reading pauses and retries,
+/// nothing crashes; once S3 is back, space frees and every record is
+/// archived once (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_buffer_disk_pauses_reading_and_loses_nothing() {
+    const RECORDS: usize = 30_000;
+    let disk = match SmallDisk::mount("640k") {
+        Ok(disk) => disk,
+        Err(error) => {
+            panic!("this test mounts a small tmpfs and needs root (CI runs as root): {error}")
+        }
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 2)
+        .await
+        .expect("stream and bucket");
+    let s3 = FaultProxy::start(&aws.endpoints().s3, Faults::default())
+        .await
+        .expect("proxy");
+    s3.set_faults(Faults {
+        every_call: true,
+        fail: 1.0,
+        ..Faults::default()
+    });
+    let producer = common::producer(&aws, &stream);
+    let mut sent = Vec::with_capacity(RECORDS);
+    let mut pending = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let random: String = (0..16)
+            .map(|_| format!("{:016x}", rand::random::<u64>()))
+            .collect();
+        let data = format!("{i:06}-{random}").into_bytes();
+        pending.push((
+            data.clone(),
+            producer
+                .add_user_record(UserRecord::new(&stream, format!("k{}", i % 97), data))
+                .await
+                .expect("accepted"),
+        ));
+    }
+    for (data, result) in pending {
+        let result = result.await.expect("stored");
+        sent.push((
+            result.shard_id,
+            result.sequence_number,
+            result.sub_sequence_number,
+            data,
+        ));
+    }
+    producer.shutdown().await.expect("producer shutdown");
+    sent.sort();
+
+    let s3_config = Endpoints {
+        s3: s3.url().to_owned(),
+        ..aws.endpoints().clone()
+    }
+    .sdk_config();
+    let connector = common::connector(
+        &aws,
+        &unique_name("app"),
+        &stream,
+        &bucket,
+        "archive",
+        disk.dir.path(),
+    )
+    .s3_client(integration_tests::embedded::s3_client(&s3_config))
+    .max_buffered_bytes(1 << 20)
+    .max_object_bytes(512 << 10)
+    .max_object_age(Duration::from_secs(3))
+    .consumer(|c| {
+        c.failover_time = Duration::from_secs(2);
+        c.shard_sync_interval = Duration::from_secs(1);
+        c.idle_time_between_reads = Duration::from_millis(100);
+        c.max_records = 500;
+        c.max_prefetch_records = 1_000;
+    })
+    .build()
+    .expect("connector");
+    let stats = connector.stats();
+    let shutdown = connector.shutdown_handle();
+    let task = tokio::spawn(connector.run());
+
+    let mut least_free = u64::MAX;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        least_free = least_free.min(disk.free_bytes());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let full = stats.snapshot();
+    assert_eq!(full.records_uploaded, 0, "{full}");
+    assert!((full.records_in as usize) < RECORDS, "{full}");
+    assert!(!task.is_finished(), "the connector keeps running");
+
+    s3.set_faults(Faults::default());
+    let started = Instant::now();
+    while (stats.snapshot().records_uploaded as usize) < RECORDS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not archived after S3 came back: {}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.graceful().await;
+    task.await.expect("join").expect("connector");
+    let rows = archived(&aws.s3_client(), &bucket, "archive/").await;
+    eprintln!(
+        "Reliability: buffer disk 640 KiB, S3 down 6 s: least free {least_free} bytes, read {} of {RECORDS} records meanwhile; after: {} archived",
+        full.records_in,
+        rows.len()
+    );
+    assert!(rows == sent, "every record once");
+    aws.shutdown().await;
+}

@@ -103,9 +103,30 @@ impl ShardArchiver {
         })
     }
 
+    /// Runs a blocking buffer operation once, off the async workers. A panic
+    /// in it loses the buffer: `Err(Stopped)`, the next owner re-reads.
+    async fn buffer_once<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut dyn Buffer) -> Result<T, BufferError> + Send + 'static,
+    ) -> Result<Result<T, BufferError>, Stopped> {
+        let Some(mut buffer) = self.buffer.take() else {
+            return Err(Stopped);
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = op(buffer.as_mut());
+            (buffer, result)
+        })
+        .await;
+        let (buffer, result) = joined.map_err(|_| Stopped)?;
+        self.buffer = Some(buffer);
+        Ok(result)
+    }
+
     /// Runs a blocking buffer operation off the async workers. I/O errors
     /// (a full disk may drain) are retried every second: the shard waits,
-    /// which is the backpressure, and nothing accepted is dropped.
+    /// which is the backpressure, and nothing accepted is dropped — up to
+    /// [`BUFFER_ATTEMPTS`] in a row, after which the processor stops and
+    /// its lease is released.
     async fn with_buffer<T: Send + 'static>(
         &mut self,
         what: &'static str,
@@ -113,19 +134,7 @@ impl ShardArchiver {
     ) -> Result<T, Stopped> {
         let mut failures = 0;
         loop {
-            let Some(mut buffer) = self.buffer.take() else {
-                return Err(Stopped);
-            };
-            let attempt = op.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = attempt(buffer.as_mut());
-                (buffer, result)
-            })
-            .await;
-            // A panic in the buffer loses it: stop, the next owner re-reads.
-            let (buffer, result) = joined.map_err(|_| Stopped)?;
-            self.buffer = Some(buffer);
-            match result {
+            match self.buffer_once(op.clone()).await? {
                 Ok(value) => return Ok(value),
                 Err(error) => {
                     failures += 1;
@@ -266,8 +275,33 @@ impl ShardArchiver {
         metrics::gauge!(m::BUFFERED_BYTES).increment(f64::from(kib) * 1024.0);
 
         let entry = (encoded.meta, encoded.body);
+        let first = entry.clone();
+        match self
+            .buffer_once(move |buffer| buffer.append(vec![first]))
+            .await?
+        {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                // A full disk: upload what this shard has buffered, which
+                // frees its space, before trying again (as when the budget
+                // is spent) — waiting alone would wait for ever when every
+                // shard's object is short of its size limit.
+                metrics::counter!(m::BUFFER_ERRORS).increment(1);
+                tracing::warn!(shard = %self.shard, %error, "cannot append to the buffer; uploading the current object first");
+                if self.cut_at.is_none() && self.has_current_object() {
+                    self.flush(checkpointer).await?;
+                }
+            }
+        }
         self.with_buffer("append", move |buffer| buffer.append(vec![entry.clone()]))
             .await
+    }
+
+    fn has_current_object(&self) -> bool {
+        self.buffer
+            .as_ref()
+            .and_then(|buffer| buffer.current())
+            .is_some_and(|current| current.records > 0)
     }
 
     fn should_flush(&self) -> bool {
@@ -456,7 +490,14 @@ impl ShardArchiver {
         checkpointer: &mut Checkpointer,
         flush: bool,
     ) -> Step {
-        const MAX_CHUNK_BYTES: usize = 4 << 20;
+        // A chunk is one buffer entry: at most 4 MiB of records, and no more
+        // than an eighth of the buffer budget or an object's size, so that
+        // one entry can neither take the whole budget nor need more disk
+        // than an object (a full disk is then relieved by uploading).
+        let max_chunk_bytes = (4usize << 20)
+            .min((self.shared.budget_kib as usize * 1024) / 8)
+            .min(self.shared.limits.max_object_bytes as usize)
+            .max(64 << 10);
         // An object holds records of one period of the key's time fields
         // (an hour by default): its key's time prefix then covers every
         // record in it, which is what reading the archive by time relies on
@@ -507,7 +548,7 @@ impl ShardArchiver {
                 .iter()
                 .take_while(|r| {
                     bytes += r.data.len() + 64;
-                    bytes <= MAX_CHUNK_BYTES
+                    bytes <= max_chunk_bytes
                 })
                 .count()
                 .max(1);
