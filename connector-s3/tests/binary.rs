@@ -550,3 +550,305 @@ fn help_and_check_config() {
         "unknown keys are named"
     );
 }
+
+/// `GET path` from the listener at `address`; `None` when it does not
+/// answer. HTTP/1.0, so the server closes the connection after the answer.
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(address).await.ok()?;
+        socket
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.ok()?;
+        let answer = String::from_utf8(answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The address the process logged for its metrics listener.
+async fn metrics_address(setup: &Setup, worker: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = setup.log(worker);
+        if let Some(line) = log.lines().find(|l| l.contains("serving /metrics")) {
+            let after = &line[line.find("address").expect("address field") + "address".len()..];
+            let address: String = after
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            return address;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no listener: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A scrape of `/metrics`, parsed by a Prometheus text-format parser.
+async fn scrape(address: &str) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(address, "/metrics")
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("text format")
+}
+
+/// The value of the series `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `key=<number>` of a stats line.
+fn stat(line: &str, key: &str) -> u64 {
+    line.split(&format!("{key}="))
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+/// An archive run with `metrics_listen` and `log_format = "json"`: `/metrics`
+/// parses as the Prometheus text format and agrees with the stats line and
+/// the archive; every log line is a JSON object, the shard's events carry
+/// the stream and the shard; the secret key the process was given appears
+/// in no line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_json_logs_of_an_archive_run() {
+    use integration_tests::endpoints::{SECOND_ACCESS_KEY_ID, SECOND_SECRET_ACCESS_KEY};
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 5_000).await;
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CONNECTOR_S3_LOG_FORMAT", "json"),
+            ("CONNECTOR_S3_HEALTH_CHECK_INTERVAL_MS", "300"),
+            ("AWS_ACCESS_KEY_ID", SECOND_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECOND_SECRET_ACCESS_KEY),
+        ],
+    );
+    let address = metrics_address(&setup, "w1").await;
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(60))
+        .await;
+    assert_exactly_once(&archived, &sent);
+
+    // The archive as S3 has it.
+    let s3 = setup.aws.s3_client();
+    let keys = resources::list_keys(&s3, &setup.bucket, "archive/")
+        .await
+        .expect("list");
+    let mut object_bytes = 0;
+    for key in &keys {
+        object_bytes += resources::get_object(&s3, &setup.bucket, key)
+            .await
+            .expect("get")
+            .len() as u64;
+    }
+    let worker = [("worker", "w1")];
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = scrape(&address).await;
+        if sample(&metrics, "connector_s3_objects_uploaded_total", &worker)
+            == Some(keys.len() as f64)
+        {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            metrics.samples
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |name: &str| sample(&metrics, name, &worker).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(value("connector_s3_records_in_total"), 5_000.0);
+    assert_eq!(value("connector_s3_records_uploaded_total"), 5_000.0);
+    assert_eq!(
+        value("connector_s3_bytes_uploaded_total"),
+        object_bytes as f64
+    );
+    assert_eq!(value("connector_s3_upload_retries_total"), 0.0);
+    assert_eq!(value("connector_s3_buffered_bytes"), 0.0);
+    assert_eq!(value("connector_s3_shards"), 2.0);
+    assert_eq!(value("kcl_records_processed_total"), 5_000.0);
+    assert_eq!(value("kcl_leases_held"), 2.0);
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let lag = sample(
+            &metrics,
+            "connector_s3_behind_latest_seconds",
+            &[
+                ("stream", &setup.stream),
+                ("shard", shard),
+                ("worker", "w1"),
+            ],
+        );
+        assert!(lag.is_some_and(|lag| lag >= 0.0), "lag of {shard}: {lag:?}");
+    }
+    assert!(
+        metrics.docs.contains_key("connector_s3_records_in_total")
+            && metrics.docs.contains_key("kcl_leases_held"),
+        "help text: {:?}",
+        metrics.docs
+    );
+    for path in ["/health/live", "/health/ready"] {
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(&address, path).await.expect("health answers");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON reason");
+            if status == 200 {
+                assert_eq!(body["status"], "ok");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{path}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success()
+    );
+    let log = setup.log("w1");
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    // Stats lines agree with /metrics; the last one, at exit, has the time taken.
+    let last = lines
+        .iter()
+        .filter(|l| l["target"] == "connector_s3::stats")
+        .filter_map(|l| l["message"].as_str())
+        .last()
+        .expect("a stats line");
+    assert!(last.starts_with("stopped after "), "{last}");
+    assert_eq!(stat(last, "records_in"), 5_000);
+    assert_eq!(stat(last, "uploaded"), 5_000);
+    assert_eq!(stat(last, "objects"), keys.len() as u64);
+    assert_eq!(stat(last, "bytes_uploaded"), object_bytes);
+    assert_eq!(stat(last, "retries"), 0);
+    // An event of a shard's processor names its stream and shard.
+    let shard_event = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "shard")
+        .unwrap_or_else(|| panic!("no event in a shard's span:\n{log}"));
+    assert_eq!(shard_event["span"]["stream"], setup.stream.as_str());
+    assert!(
+        shard_event["span"]["shard"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("shardId-")),
+        "{shard_event}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        !log.contains(SECOND_SECRET_ACCESS_KEY),
+        "the secret key is in the log"
+    );
+    assert!(!log.contains('\u{1b}'), "escape sequences in a log file");
+}
+
+/// `/health/ready` answers 503 while S3 is unreachable and 200 again once
+/// it is back; `/health/live` answers 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_follows_s3_and_live_stays_up() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup(1).await;
+    let gate = integration_tests::TcpGate::start(&setup.aws.endpoints().s3)
+        .await
+        .expect("gate");
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CONNECTOR_S3_HEALTH_CHECK_INTERVAL_MS", "300"),
+            ("AWS_ENDPOINT_URL_S3", gate.url()),
+        ],
+    );
+    let address = metrics_address(&setup, "w1").await;
+    let wait_for = |want: u16| {
+        let address = address.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let (ready, body) = http_get(&address, "/health/ready")
+                    .await
+                    .expect("ready answers");
+                let (live, live_body) = http_get(&address, "/health/live")
+                    .await
+                    .expect("live answers");
+                assert_eq!(live, 200, "{live_body}");
+                if ready == want {
+                    return body;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "ready {ready}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    gate.set_open(false);
+    let body = wait_for(503).await;
+    let reason: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(reason["status"], "unavailable");
+    assert!(
+        reason["reason"].as_str().is_some_and(|r| r.contains("s3")),
+        "{reason}"
+    );
+    assert!(
+        reason["checks"]["lease_table"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("answered")),
+        "{reason}"
+    );
+    gate.set_open(true);
+    wait_for(200).await;
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success(),
+        "{}",
+        setup.log("w1")
+    );
+}
