@@ -852,3 +852,269 @@ async fn ready_follows_s3_and_live_stays_up() {
         setup.log("w1")
     );
 }
+
+/// `connector-s3 status` with `args`, against the embedded back ends: its
+/// exit status and standard output.
+async fn status(setup: &Setup, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connector-s3"));
+    command
+        .arg("status")
+        .args(args)
+        .envs(setup.aws.endpoints().env_vars());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("status runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The rows of `status --json`, by shard.
+async fn status_rows(setup: &Setup) -> Option<Vec<serde_json::Value>> {
+    let (ok, out, _) = status(
+        setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--json",
+            "--watch-ms",
+            "1500",
+        ],
+    )
+    .await;
+    if !ok {
+        return None; // the table is not there yet
+    }
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    report["rows"].as_array().cloned()
+}
+
+/// Two processes share two shards: `status` names each shard's owner,
+/// sees the leases renewed, and a lag that is seconds while the records
+/// wait and 0 once they are archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_owners_renewals_and_lag_of_a_two_worker_run() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 2_000).await;
+    resources::sleep_past_arrival_times().await;
+    // Objects wait 4 s: the checkpoints stay behind records seconds old.
+    let slow = [("CONNECTOR_S3_MAX_OBJECT_AGE_SECS", "4")];
+    let mut a = setup.spawn("a", &slow);
+    let mut b = setup.spawn("b", &slow);
+    let started = Instant::now();
+    let mut most_lag = 0;
+    let final_rows = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            setup.all_logs()
+        );
+        let Some(rows) = status_rows(&setup).await else {
+            continue;
+        };
+        for row in &rows {
+            most_lag = most_lag.max(row["lag_ms"].as_u64().unwrap_or(0));
+        }
+        let owners: std::collections::BTreeSet<&str> =
+            rows.iter().filter_map(|r| r["owner"].as_str()).collect();
+        let caught_up = rows.iter().all(|r| r["lag_ms"] == 0);
+        if rows.len() == 2 && owners == ["a", "b"].into() && caught_up {
+            break rows;
+        }
+    };
+    assert!(
+        most_lag >= 2_000,
+        "the lag while records waited: {most_lag} ms"
+    );
+    for row in &final_rows {
+        assert_eq!(row["renewed"], true, "{row}");
+        assert!(
+            row["renewal"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("renewed within 1.5s")),
+            "{row}"
+        );
+        assert!(
+            row["checkpoint"]
+                .as_str()
+                .is_some_and(|c| c.chars().all(|c| c.is_ascii_digit())),
+            "{row}"
+        );
+        assert_eq!(row["stream"], setup.stream.as_str());
+    }
+    assert_exactly_once(
+        &setup
+            .wait_for_archive(sent.len(), Duration::from_secs(30))
+            .await,
+        &sent,
+    );
+    // The table as text: a header, a row per shard, the leases per worker.
+    let (ok, text, err) = status(
+        &setup,
+        &["--application", &setup.app, "--stream", &setup.stream],
+    )
+    .await;
+    assert!(ok, "{err}");
+    for column in [
+        "STREAM",
+        "SHARD",
+        "OWNER",
+        "RENEWAL",
+        "CHECKPOINT",
+        "PENDING",
+        "PARENTS",
+        "LAG",
+    ] {
+        assert!(text.contains(column), "{column} in\n{text}");
+    }
+    assert!(text.contains("held per worker: a=1 b=1"), "{text}");
+    terminate(&mut a);
+    terminate(&mut b);
+    assert!(wait_exit(&mut a, Duration::from_secs(60)).await.success());
+    assert!(wait_exit(&mut b, Duration::from_secs(60)).await.success());
+}
+
+/// `status` on a lease table as the Java KCL writes it (no `entityType` on
+/// leases, KCL 3.x items that are not leases, a pending checkpoint with
+/// binary state, an unreadable item): the same columns, the foreign items
+/// skipped, and the lag of records after the Java checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_reads_a_lease_table_written_by_the_java_kcl() {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 400).await;
+    resources::sleep_past_arrival_times().await;
+    let table = kcl::lease::LeaseTable::new(setup.aws.dynamodb_client(), &setup.app);
+    table.create_if_missing().await.expect("table");
+    let mut items = resources::foreign_lease_table_items();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let in_shard: Vec<&Row> = sent.iter().filter(|r| r.0 == shard).collect();
+        let done = in_shard[99];
+        let mut item: std::collections::HashMap<String, AttributeValue> = [
+            ("leaseKey", AttributeValue::S(shard.into())),
+            ("leaseOwner", AttributeValue::S("java-worker-dead".into())),
+            ("leaseCounter", AttributeValue::N("77".into())),
+            ("checkpoint", AttributeValue::S(done.1.clone())),
+            (
+                "checkpointSubSequenceNumber",
+                AttributeValue::N(done.2.to_string()),
+            ),
+            (
+                "ownerSwitchesSinceCheckpoint",
+                AttributeValue::N("0".into()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if shard.ends_with('1') {
+            item.insert(
+                "pendingCheckpoint".into(),
+                AttributeValue::S(in_shard[149].1.clone()),
+            );
+            item.insert(
+                "pendingCheckpointSubSequenceNumber".into(),
+                AttributeValue::N("0".into()),
+            );
+            item.insert(
+                "pendingCheckpointState".into(),
+                AttributeValue::B(Blob::new("archive/2026/object.jsonl.gz")),
+            );
+            item.insert(
+                "parentShardId".into(),
+                AttributeValue::Ss(vec!["shardId-000000000000".into()]),
+            );
+        }
+        items.push(item);
+    }
+    for item in items {
+        setup
+            .aws
+            .dynamodb_client()
+            .put_item()
+            .table_name(&setup.app)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+    let (ok, out, err) = status(
+        &setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--json",
+            "--watch-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "only the leases: {out}");
+    assert_eq!(
+        report["unreadable"],
+        serde_json::json!(["shardId-000000000009"])
+    );
+    assert_eq!(
+        report["workers"],
+        serde_json::json!({"java-worker-dead": 2})
+    );
+    for row in rows {
+        assert_eq!(row["owner"], "java-worker-dead");
+        assert_eq!(row["renewed"], false);
+        assert_eq!(row["renewal"], "not renewed in 0.3s");
+        assert!(
+            row["lag_ms"].as_u64().is_some_and(|lag| lag >= 2_000),
+            "{row}"
+        );
+    }
+    assert_eq!(rows[1]["pending_object"], "archive/2026/object.jsonl.gz");
+    assert_eq!(
+        rows[1]["parents"],
+        serde_json::json!(["shardId-000000000000"])
+    );
+    let (ok, text, err) = status(
+        &setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--watch-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{text}");
+    }
+    let shard1 = text
+        .lines()
+        .find(|l| l.contains("shardId-000000000001"))
+        .expect("a row");
+    for cell in [
+        "java-worker-dead",
+        "not renewed in 0.3s",
+        "archive/2026/object.jsonl.gz",
+        "shardId-000000000000",
+    ] {
+        assert!(shard1.contains(cell), "{cell} in\n{text}");
+    }
+    assert!(
+        text.contains("unreadable lease items (skipped): shardId-000000000009"),
+        "{text}"
+    );
+}

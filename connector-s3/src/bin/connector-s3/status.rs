@@ -177,7 +177,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// How long ago the first record after the lease's checkpoint arrived:
-/// `Some(0)` when there is none, `None` when it cannot be known.
+/// `Some(0)` when there is none, `None` when it cannot be known. A
+/// checkpoint inside an aggregate (the KCL's sub-sequence number) leaves
+/// the aggregate's later sub-records to process: the read starts at the
+/// checkpoint's record, and counts it when it holds sub-records after the
+/// checkpoint.
 async fn lag(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
@@ -187,12 +191,13 @@ async fn lag(
         .get_shard_iterator()
         .stream_name(stream)
         .shard_id(lease.shard());
-    let request = match lease.checkpoint.position() {
+    let checkpoint = lease.checkpoint.position();
+    let request = match checkpoint {
         Position::ShardEnd | Position::Latest => return Ok(Some(Duration::ZERO)),
         Position::AtTimestamp => return Ok(None),
         Position::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         Position::Sequence(sequence) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
             .starting_sequence_number(sequence),
     };
     let mut iterator = request
@@ -209,11 +214,22 @@ async fn lag(
         let answer = kinesis
             .get_records()
             .shard_iterator(current)
-            .limit(1)
+            .limit(2)
             .send()
             .await
             .map_err(|error| kcl::error_chain(&error))?;
-        if let Some(record) = answer.records.first() {
+        let unprocessed = answer.records.iter().find(|record| {
+            if Some(record.sequence_number.as_str()) != lease.checkpoint.sequence_number() {
+                return true;
+            }
+            let users = kcl::deaggregate(
+                record.partition_key.as_deref().unwrap_or_default(),
+                None,
+                bytes::Bytes::from(record.data.clone().into_inner()),
+            );
+            users.len() as u64 > lease.checkpoint.sub_sequence_number() + 1
+        });
+        if let Some(record) = unprocessed {
             let arrived = record
                 .approximate_arrival_timestamp
                 .and_then(|t| SystemTime::try_from(t).ok());
@@ -223,7 +239,7 @@ async fn lag(
                     .unwrap_or_default()
             }));
         }
-        if answer.millis_behind_latest.unwrap_or(0) == 0 {
+        if answer.records.is_empty() && answer.millis_behind_latest.unwrap_or(0) == 0 {
             return Ok(Some(Duration::ZERO));
         }
         iterator = answer.next_shard_iterator;
