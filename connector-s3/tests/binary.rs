@@ -751,9 +751,9 @@ async fn metrics_and_json_logs_of_an_archive_run() {
     // Stats lines agree with /metrics; the last one, at exit, has the time taken.
     let last = lines
         .iter()
+        .rev()
         .filter(|l| l["target"] == "connector_s3::stats")
-        .filter_map(|l| l["message"].as_str())
-        .last()
+        .find_map(|l| l["message"].as_str())
         .expect("a stats line");
     assert!(last.starts_with("stopped after "), "{last}");
     assert_eq!(stat(last, "records_in"), 5_000);
