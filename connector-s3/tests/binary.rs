@@ -457,9 +457,27 @@ fn help_and_check_config() {
         "worker_id",
         "initial_position",
         "sse",
+        "log_format",
+        "metrics_listen",
+        "health_check_interval_ms",
         "CONNECTOR_S3_<KEY>",
+        "status",
     ] {
         assert!(help.contains(key), "--help lacks {key}");
+    }
+    let status_help = Command::new(bin)
+        .args(["status", "--help"])
+        .output()
+        .expect("runs");
+    let status_help = String::from_utf8_lossy(&status_help.stdout);
+    for text in [
+        "--watch-ms",
+        "not renewed in",
+        "leaseCounter",
+        "--json",
+        "GetRecords",
+    ] {
+        assert!(status_help.contains(text), "status --help lacks {text}");
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("connector.toml");
@@ -542,6 +560,22 @@ fn help_and_check_config() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    for (extra, named) in [
+        ("log_format = \"xml\"\n", "log format \"xml\""),
+        (
+            "metrics_listen = \"localhost\"\n",
+            "metrics_listen \"localhost\"",
+        ),
+    ] {
+        write(extra);
+        let bad = check(&[]);
+        assert!(!bad.status.success(), "{extra}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(named),
+            "{extra}: {}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+    }
     write("bukcet = \"typo\"\n");
     let bad = check(&[]);
     assert!(!bad.status.success());
@@ -1116,5 +1150,58 @@ async fn status_reads_a_lease_table_written_by_the_java_kcl() {
     assert!(
         text.contains("unreadable lease items (skipped): shardId-000000000009"),
         "{text}"
+    );
+}
+
+/// `deploy/connector-s3.service` restarts on failure, stops with SIGTERM,
+/// buffers under /var/lib, and passes `systemd-analyze verify` (with this
+/// build's binary in ExecStart) without a warning; skipped with a message
+/// where systemd-analyze is not installed.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/connector-s3.service"),
+    )
+    .expect("deploy/connector-s3.service");
+    for line in [
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "StateDirectory=connector-s3",
+        "Environment=CONNECTOR_S3_BUFFER_DIR=/var/lib/connector-s3/buffer",
+        "ExecStart=/usr/local/bin/connector-s3 run --config ",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "{line} in\n{unit}"
+        );
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("connector-s3.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/connector-s3",
+            env!("CARGO_BIN_EXE_connector-s3"),
+        ),
+    )
+    .expect("write");
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&verified.stderr);
+    // A key systemd cannot parse is only a warning: none is accepted.
+    assert!(
+        verified.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
     );
 }
