@@ -1205,3 +1205,89 @@ fn the_systemd_unit_verifies() {
         "{stderr}"
     );
 }
+
+/// With `cloudwatch_metrics`, a run's metrics reach CloudWatch (moto_server,
+/// of the external emulators) under the KCL's names, and the last round at
+/// exit carries the final counts. Needs `scripts/local-aws start`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cloudwatch_gets_the_counts_of_a_run_under_the_kcl_names() {
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    let external = integration_tests::ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _serial = SERIAL.lock().await;
+    let setup = setup(1).await;
+    let sent = produce(&setup.aws, &setup.stream, 500).await;
+    let namespace = unique_name("archiver-metrics");
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_CLOUDWATCH_METRICS", "true"),
+            ("CONNECTOR_S3_CLOUDWATCH_NAMESPACE", &namespace),
+            ("CONNECTOR_S3_CLOUDWATCH_INTERVAL_SECS", "1"),
+            // moto serves every service on one endpoint.
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", &external.endpoints().s3),
+        ],
+    );
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(60))
+        .await;
+    assert_exactly_once(&archived, &sent);
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success()
+    );
+    let log = setup.log("w1");
+    assert!(
+        !log.contains("publishing metrics to CloudWatch failed"),
+        "{log}"
+    );
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(external.sdk_config())
+            .endpoint_url(&external.endpoints().s3)
+            .build(),
+    );
+    let now = std::time::SystemTime::now();
+    let sum = |name: &'static str, dimensions: Vec<Dimension>| {
+        let cloudwatch = cloudwatch.clone();
+        let namespace = namespace.clone();
+        async move {
+            let answer = cloudwatch
+                .get_metric_statistics()
+                .namespace(namespace)
+                .metric_name(name)
+                .set_dimensions(Some(dimensions))
+                .start_time((now - Duration::from_secs(600)).into())
+                .end_time((now + Duration::from_secs(600)).into())
+                .period(60)
+                .statistics(Statistic::Sum)
+                .send()
+                .await
+                .expect("GetMetricStatistics");
+            answer
+                .datapoints()
+                .iter()
+                .filter_map(|p| p.sum())
+                .sum::<f64>()
+        }
+    };
+    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    assert_eq!(
+        sum(
+            "RecordsProcessed",
+            vec![dimension("Operation", "ProcessTask")]
+        )
+        .await,
+        500.0
+    );
+    assert_eq!(
+        sum(connector_s3::metrics::RECORDS_UPLOADED, vec![]).await,
+        500.0
+    );
+}

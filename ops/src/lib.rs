@@ -27,6 +27,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "cloudwatch")]
+pub mod cloudwatch;
 pub mod health;
 pub mod log;
 pub mod metrics;

@@ -26,16 +26,45 @@ pub struct MetricsError(String);
 pub fn install_prometheus(
     global_labels: &[(&str, String)],
 ) -> Result<PrometheusHandle, MetricsError> {
-    let mut builder = PrometheusBuilder::new();
-    for (key, value) in global_labels {
-        builder = builder.add_global_label(*key, value.clone());
-    }
-    let handle = builder
+    let handle = prometheus_builder(global_labels)
         .install_recorder()
         .map_err(|error| MetricsError(error.to_string()))?;
     describe_kpl();
     describe_kcl();
     Ok(handle)
+}
+
+/// As [`install_prometheus`], with `other` receiving every metric too (the
+/// CloudWatch recorder, say); `global_labels` are the Prometheus exporter's
+/// only.
+///
+/// ```
+/// let handle = kinesis_ops::metrics::install_prometheus_and(&[], metrics::NoopRecorder).unwrap();
+/// metrics::counter!("example_total").increment(1);
+/// assert!(handle.render().contains("example_total 1"));
+/// ```
+pub fn install_prometheus_and(
+    global_labels: &[(&str, String)],
+    other: impl metrics::Recorder + Sync + 'static,
+) -> Result<PrometheusHandle, MetricsError> {
+    let prometheus = prometheus_builder(global_labels).build_recorder();
+    let handle = prometheus.handle();
+    let fanout = metrics_util::layers::FanoutBuilder::default()
+        .add_recorder(prometheus)
+        .add_recorder(other)
+        .build();
+    metrics::set_global_recorder(fanout).map_err(|error| MetricsError(error.to_string()))?;
+    describe_kpl();
+    describe_kcl();
+    Ok(handle)
+}
+
+fn prometheus_builder(global_labels: &[(&str, String)]) -> PrometheusBuilder {
+    let mut builder = PrometheusBuilder::new();
+    for (key, value) in global_labels {
+        builder = builder.add_global_label(*key, value.clone());
+    }
+    builder
 }
 
 /// Help text and units of [`kpl::metrics`].

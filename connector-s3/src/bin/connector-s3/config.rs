@@ -189,6 +189,24 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "5000",
         "with metrics_listen: how often the lease table and S3 are asked whether they answer (/health/ready is 503 when one has not answered in two intervals, or its last answer was an error)",
     ),
+    (
+        "cloudwatch_metrics",
+        Kind::Bool,
+        "false",
+        "also publish the metrics to CloudWatch (PutMetricData, batched), under the Java KCL's names where one exists (RecordsProcessed, MillisBehindLatest, CurrentLeases, ...)",
+    ),
+    (
+        "cloudwatch_namespace",
+        Kind::Str,
+        "(application_name, as the KCL)",
+        "the CloudWatch namespace",
+    ),
+    (
+        "cloudwatch_interval_secs",
+        Kind::Int,
+        "60",
+        "seconds between CloudWatch rounds (and one more at exit)",
+    ),
 ];
 
 /// The settings, after file and environment.
@@ -225,6 +243,9 @@ pub struct Config {
     pub log_format: Option<String>,
     pub metrics_listen: Option<String>,
     pub health_check_interval_ms: Option<u64>,
+    pub cloudwatch_metrics: Option<bool>,
+    pub cloudwatch_namespace: Option<String>,
+    pub cloudwatch_interval_secs: Option<u64>,
 }
 
 /// The --help text describing every key.

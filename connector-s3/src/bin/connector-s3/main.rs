@@ -230,13 +230,20 @@ struct Ops {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<std::io::Result<()>>,
     )>,
+    /// The CloudWatch publisher: stopped after the connector, for a last
+    /// round with the final counts.
+    cloudwatch: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     tasks: tokio::task::JoinSet<()>,
 }
 
 impl Ops {
-    /// With `metrics_listen`: installs the Prometheus exporter (before the
-    /// connector records anything), binds the listener, and starts probing
-    /// the lease table and S3 for readiness.
+    /// With `metrics_listen` or `cloudwatch_metrics`: installs the
+    /// Prometheus exporter (and the CloudWatch recorder) before the
+    /// connector records anything; with `metrics_listen`, binds the listener
+    /// and starts probing the lease table and S3 for readiness.
     async fn start(
         config: &config::Config,
         sdk_config: &aws_config::SdkConfig,
@@ -244,16 +251,47 @@ impl Ops {
     ) -> anyhow::Result<Self> {
         let health = kinesis_ops::health::Health::new(Duration::from_secs(30));
         let mut tasks = tokio::task::JoinSet::new();
-        let Some(address) = &config.metrics_listen else {
-            return Ok(Self {
-                health,
-                server: None,
-                tasks,
-            });
+        let mut ops = Self {
+            health: health.clone(),
+            server: None,
+            cloudwatch: None,
+            tasks: tokio::task::JoinSet::new(),
         };
-        let prometheus =
-            kinesis_ops::metrics::install_prometheus(&[("worker", worker_id.to_owned())])?;
+        let labels = [("worker", worker_id.to_owned())];
+        let prometheus = if config.cloudwatch_metrics == Some(true) {
+            let client = aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(sdk_config)
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(5))
+                            .operation_timeout(Duration::from_secs(20))
+                            .build(),
+                    )
+                    .build(),
+            );
+            let namespace = config
+                .cloudwatch_namespace
+                .clone()
+                .unwrap_or_else(|| config.application_name.clone());
+            let (recorder, publisher) = kinesis_ops::cloudwatch::recorder(client, &namespace);
+            let prometheus = kinesis_ops::metrics::install_prometheus_and(&labels, recorder)?;
+            let every = Duration::from_secs(config.cloudwatch_interval_secs.unwrap_or(60).max(1));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(publisher.run(every, async {
+                let _ = stopped.await;
+            }));
+            tracing::info!(%namespace, interval = ?every, "publishing metrics to CloudWatch");
+            ops.cloudwatch = Some((stop, task));
+            Some(prometheus)
+        } else if config.metrics_listen.is_some() {
+            Some(kinesis_ops::metrics::install_prometheus(&labels)?)
+        } else {
+            None
+        };
         connector_s3::metrics::describe();
+        let (Some(address), Some(prometheus)) = (&config.metrics_listen, prometheus) else {
+            return Ok(ops);
+        };
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("metrics_listen {address:?}: cannot listen"))?;
@@ -326,16 +364,26 @@ impl Ops {
                     .map_err(|error| short_error(&error))
             }
         }));
-        Ok(Self {
-            health,
-            server: Some((stop, server)),
-            tasks,
-        })
+        ops.server = Some((stop, server));
+        ops.tasks = tasks;
+        Ok(ops)
     }
 
     /// Stops the probes and the listener (after the requests under way).
     async fn stop(mut self) {
         self.tasks.shutdown().await;
+        if let Some((stop, publisher)) = self.cloudwatch.take() {
+            // A last round with the final counts, unless CloudWatch hangs.
+            let _ = stop.send(());
+            let abort = publisher.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(30), publisher)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!("the last CloudWatch round did not finish in 30 s");
+            }
+        }
         if let Some((stop, server)) = self.server.take() {
             let _ = stop.send(());
             match server.await {
