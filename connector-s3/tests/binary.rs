@@ -885,6 +885,12 @@ async fn ready_follows_s3_and_live_stays_up() {
         "{}",
         setup.log("w1")
     );
+    let log = setup.log("w1");
+    assert!(log.contains("connector started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log written to a file"
+    );
 }
 
 /// `connector-s3 status` with `args`, against the embedded back ends: its
@@ -1146,6 +1152,32 @@ async fn status_reads_a_lease_table_written_by_the_java_kcl() {
         "shardId-000000000000",
     ] {
         assert!(shard1.contains(cell), "{cell} in\n{text}");
+    }
+    // The same rows from the connector's configuration file.
+    let config = setup.dir.path().join("connector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "application_name = \"{}\"\nstreams = [\"{}\"]\nbucket = \"{}\"\n",
+            setup.app, setup.stream, setup.bucket
+        ),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let (ok, out, err) = status(
+        &setup,
+        &["--config", &config, "--json", "--watch-ms", "300"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let from_config: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    for field in ["shard", "owner", "checkpoint", "pending_object", "parents"] {
+        for (a, b) in rows
+            .iter()
+            .zip(from_config["rows"].as_array().expect("rows"))
+        {
+            assert_eq!(a[field], b[field], "{field}");
+        }
     }
     assert!(
         text.contains("unreadable lease items (skipped): shardId-000000000009"),

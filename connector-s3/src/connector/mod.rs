@@ -470,7 +470,7 @@ impl S3ConnectorBuilder {
         let factory: ArchiverFactory = Box::new(move |lease_key: &str| {
             Traced::new(
                 ShardArchiver::new(shared.clone(), lease_key),
-                &shared.stats,
+                shared.stats.clone(),
                 lease_key,
             )
         });
