@@ -183,11 +183,12 @@ impl Health {
     /// `name` failed to answer, with `error`.
     pub fn failed(&self, name: &str, error: impl std::fmt::Display) {
         if let Some(check) = lock(&self.inner.checks).get_mut(name) {
-            if check.failing.is_none() {
-                check.failing = Some((Instant::now(), error.to_string()));
-            } else if let Some((_, last)) = &mut check.failing {
-                *last = error.to_string();
-            }
+            // Failing since the first failure; the latest error says why.
+            let since = check
+                .failing
+                .as_ref()
+                .map_or_else(Instant::now, |(since, _)| *since);
+            check.failing = Some((since, error.to_string()));
         }
     }
 
@@ -290,5 +291,60 @@ impl Health {
                 Err(_) => self.failed(name, format!("no answer within {}", secs(timeout))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_goes_stale_and_a_silent_loop_is_not_live() {
+        let health = Health::new(Duration::from_millis(50));
+        health.expect("lease_table", Duration::from_millis(50));
+        health.succeeded("lease_table");
+        assert!(health.ready().ok);
+        std::thread::sleep(Duration::from_millis(80));
+        let ready = health.ready();
+        assert!(!ready.ok);
+        assert!(
+            ready.reason.contains("lease_table: no answer for"),
+            "{ready:?}"
+        );
+        assert!(!health.live().ok, "no beat for 80 ms");
+        health.beat();
+        assert!(health.live().ok);
+        health.stopped("the connector failed");
+        assert!(health.live().reason.contains("the connector failed"));
+    }
+
+    #[test]
+    fn a_failure_is_dated_from_the_first_and_says_the_latest_error() {
+        let health = Health::new(Duration::from_secs(30));
+        health.expect("s3", Duration::from_secs(30));
+        health.failed("s3", "timed out");
+        std::thread::sleep(Duration::from_millis(120));
+        health.failed("s3", "connection refused");
+        let ready = health.ready();
+        assert!(ready.reason.contains("connection refused"), "{ready:?}");
+        assert!(!ready.reason.contains("failing for 0.0 s"), "{ready:?}");
+        health.succeeded("s3");
+        assert!(health.ready().ok);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_hangs_fails_at_its_timeout() {
+        let health = Health::new(Duration::from_secs(30));
+        let probe = tokio::spawn(health.clone().probe(
+            "s3",
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+            || std::future::pending::<Result<(), String>>(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = health.ready();
+        assert!(ready.reason.contains("s3: failing for"), "{ready:?}");
+        assert!(ready.reason.contains("no answer within 0.3 s"), "{ready:?}");
+        probe.abort();
     }
 }

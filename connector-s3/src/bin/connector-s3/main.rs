@@ -250,7 +250,6 @@ impl Ops {
         worker_id: &str,
     ) -> anyhow::Result<Self> {
         let health = kinesis_ops::health::Health::new(Duration::from_secs(30));
-        let mut tasks = tokio::task::JoinSet::new();
         let mut ops = Self {
             health: health.clone(),
             server: None,
@@ -311,7 +310,7 @@ impl Ops {
             Duration::from_millis(config.health_check_interval_ms.unwrap_or(5_000).max(100));
         let timeout = every.min(Duration::from_secs(5));
         let beating = health.clone();
-        tasks.spawn(async move {
+        ops.tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -329,7 +328,7 @@ impl Ops {
                 .build(),
         );
         let table = config.application_name.clone();
-        tasks.spawn(
+        ops.tasks.spawn(
             health
                 .clone()
                 .probe("lease_table", every, timeout, move || {
@@ -353,19 +352,19 @@ impl Ops {
                 .build(),
         );
         let bucket = config.bucket.clone();
-        tasks.spawn(health.clone().probe("s3", every, timeout, move || {
-            let (s3, bucket) = (s3.clone(), bucket.clone());
-            async move {
-                s3.head_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| short_error(&error))
-            }
-        }));
+        ops.tasks
+            .spawn(health.clone().probe("s3", every, timeout, move || {
+                let (s3, bucket) = (s3.clone(), bucket.clone());
+                async move {
+                    s3.head_bucket()
+                        .bucket(bucket)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| short_error(&error))
+                }
+            }));
         ops.server = Some((stop, server));
-        ops.tasks = tasks;
         Ok(ops)
     }
 
