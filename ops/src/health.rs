@@ -339,7 +339,7 @@ mod tests {
             "s3",
             Duration::from_secs(1),
             Duration::from_millis(300),
-            || std::future::pending::<Result<(), String>>(),
+            std::future::pending::<Result<(), String>>,
         ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let ready = health.ready();
