@@ -96,7 +96,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             bail!("name the application: --config FILE, or --application NAME [--stream NAME]")
         }
     };
-    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    // A back end that does not answer ends the command with an error
+    // instead of hanging it.
+    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await;
     let table = LeaseTable::new(aws_sdk_dynamodb::Client::new(&sdk_config), &application);
     let kinesis = aws_sdk_kinesis::Client::new(&sdk_config);
     let watch = Duration::from_millis(args.watch_ms);
