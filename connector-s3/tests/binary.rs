@@ -457,9 +457,27 @@ fn help_and_check_config() {
         "worker_id",
         "initial_position",
         "sse",
+        "log_format",
+        "metrics_listen",
+        "health_check_interval_ms",
         "CONNECTOR_S3_<KEY>",
+        "status",
     ] {
         assert!(help.contains(key), "--help lacks {key}");
+    }
+    let status_help = Command::new(bin)
+        .args(["status", "--help"])
+        .output()
+        .expect("runs");
+    let status_help = String::from_utf8_lossy(&status_help.stdout);
+    for text in [
+        "--watch-ms",
+        "not renewed in",
+        "leaseCounter",
+        "--json",
+        "GetRecords",
+    ] {
+        assert!(status_help.contains(text), "status --help lacks {text}");
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("connector.toml");
@@ -542,11 +560,766 @@ fn help_and_check_config() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    for (extra, named) in [
+        ("log_format = \"xml\"\n", "log format \"xml\""),
+        (
+            "metrics_listen = \"localhost\"\n",
+            "metrics_listen \"localhost\"",
+        ),
+    ] {
+        write(extra);
+        let bad = check(&[]);
+        assert!(!bad.status.success(), "{extra}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(named),
+            "{extra}: {}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+    }
     write("bukcet = \"typo\"\n");
     let bad = check(&[]);
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("bukcet"),
         "unknown keys are named"
+    );
+}
+
+/// `GET path` from the listener at `address`; `None` when it does not
+/// answer. HTTP/1.0, so the server closes the connection after the answer.
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut socket = tokio::net::TcpStream::connect(address).await.ok()?;
+        socket
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.ok()?;
+        let answer = String::from_utf8(answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The address the process logged for its metrics listener.
+async fn metrics_address(setup: &Setup, worker: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = setup.log(worker);
+        if let Some(line) = log.lines().find(|l| l.contains("serving /metrics")) {
+            let after = &line[line.find("address").expect("address field") + "address".len()..];
+            let address: String = after
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            return address;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no listener: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A scrape of `/metrics`, parsed by a Prometheus text-format parser.
+async fn scrape(address: &str) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(address, "/metrics")
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("text format")
+}
+
+/// The value of the series `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `key=<number>` of a stats line.
+fn stat(line: &str, key: &str) -> u64 {
+    line.split(&format!("{key}="))
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+/// An archive run with `metrics_listen` and `log_format = "json"`: `/metrics`
+/// parses as the Prometheus text format and agrees with the stats line and
+/// the archive; every log line is a JSON object, the shard's events carry
+/// the stream and the shard; the secret key the process was given appears
+/// in no line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_json_logs_of_an_archive_run() {
+    use integration_tests::endpoints::{SECOND_ACCESS_KEY_ID, SECOND_SECRET_ACCESS_KEY};
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 5_000).await;
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CONNECTOR_S3_LOG_FORMAT", "json"),
+            ("CONNECTOR_S3_HEALTH_CHECK_INTERVAL_MS", "300"),
+            ("AWS_ACCESS_KEY_ID", SECOND_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECOND_SECRET_ACCESS_KEY),
+        ],
+    );
+    let address = metrics_address(&setup, "w1").await;
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(60))
+        .await;
+    assert_exactly_once(&archived, &sent);
+
+    // The archive as S3 has it.
+    let s3 = setup.aws.s3_client();
+    let keys = resources::list_keys(&s3, &setup.bucket, "archive/")
+        .await
+        .expect("list");
+    let mut object_bytes = 0;
+    for key in &keys {
+        object_bytes += resources::get_object(&s3, &setup.bucket, key)
+            .await
+            .expect("get")
+            .len() as u64;
+    }
+    let worker = [("worker", "w1")];
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = scrape(&address).await;
+        if sample(&metrics, "connector_s3_objects_uploaded_total", &worker)
+            == Some(keys.len() as f64)
+        {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            metrics.samples
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |name: &str| sample(&metrics, name, &worker).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(value("connector_s3_records_in_total"), 5_000.0);
+    assert_eq!(value("connector_s3_records_uploaded_total"), 5_000.0);
+    assert_eq!(
+        value("connector_s3_bytes_uploaded_total"),
+        object_bytes as f64
+    );
+    assert_eq!(value("connector_s3_upload_retries_total"), 0.0);
+    assert_eq!(value("connector_s3_buffered_bytes"), 0.0);
+    assert_eq!(value("connector_s3_shards"), 2.0);
+    assert_eq!(value("kcl_records_processed_total"), 5_000.0);
+    assert_eq!(value("kcl_leases_held"), 2.0);
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let lag = sample(
+            &metrics,
+            "connector_s3_behind_latest_seconds",
+            &[
+                ("stream", &setup.stream),
+                ("shard", shard),
+                ("worker", "w1"),
+            ],
+        );
+        assert!(lag.is_some_and(|lag| lag >= 0.0), "lag of {shard}: {lag:?}");
+    }
+    assert!(
+        metrics.docs.contains_key("connector_s3_records_in_total")
+            && metrics.docs.contains_key("kcl_leases_held"),
+        "help text: {:?}",
+        metrics.docs
+    );
+    for path in ["/health/live", "/health/ready"] {
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(&address, path).await.expect("health answers");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON reason");
+            if status == 200 {
+                assert_eq!(body["status"], "ok");
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{path}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success()
+    );
+    let log = setup.log("w1");
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    // Stats lines agree with /metrics; the last one, at exit, has the time taken.
+    let last = lines
+        .iter()
+        .rev()
+        .filter(|l| l["target"] == "connector_s3::stats")
+        .find_map(|l| l["message"].as_str())
+        .expect("a stats line");
+    assert!(last.starts_with("stopped after "), "{last}");
+    assert_eq!(stat(last, "records_in"), 5_000);
+    assert_eq!(stat(last, "uploaded"), 5_000);
+    assert_eq!(stat(last, "objects"), keys.len() as u64);
+    assert_eq!(stat(last, "bytes_uploaded"), object_bytes);
+    assert_eq!(stat(last, "retries"), 0);
+    // An event of a shard's processor names its stream and shard.
+    let shard_event = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "shard")
+        .unwrap_or_else(|| panic!("no event in a shard's span:\n{log}"));
+    assert_eq!(shard_event["span"]["stream"], setup.stream.as_str());
+    assert!(
+        shard_event["span"]["shard"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("shardId-")),
+        "{shard_event}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        !log.contains(SECOND_SECRET_ACCESS_KEY),
+        "the secret key is in the log"
+    );
+    assert!(!log.contains('\u{1b}'), "escape sequences in a log file");
+}
+
+/// `/health/ready` answers 503 while S3 is unreachable and 200 again once
+/// it is back; `/health/live` answers 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_follows_s3_and_live_stays_up() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup(1).await;
+    let gate = integration_tests::TcpGate::start(&setup.aws.endpoints().s3)
+        .await
+        .expect("gate");
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_METRICS_LISTEN", "127.0.0.1:0"),
+            ("CONNECTOR_S3_HEALTH_CHECK_INTERVAL_MS", "300"),
+            ("AWS_ENDPOINT_URL_S3", gate.url()),
+        ],
+    );
+    let address = metrics_address(&setup, "w1").await;
+    let wait_for = |want: u16| {
+        let address = address.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let (ready, body) = http_get(&address, "/health/ready")
+                    .await
+                    .expect("ready answers");
+                let (live, live_body) = http_get(&address, "/health/live")
+                    .await
+                    .expect("live answers");
+                assert_eq!(live, 200, "{live_body}");
+                if ready == want {
+                    return body;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "ready {ready}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    gate.set_open(false);
+    let body = wait_for(503).await;
+    let reason: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(reason["status"], "unavailable");
+    assert!(
+        reason["reason"].as_str().is_some_and(|r| r.contains("s3")),
+        "{reason}"
+    );
+    assert!(
+        reason["checks"]["lease_table"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("answered")),
+        "{reason}"
+    );
+    gate.set_open(true);
+    wait_for(200).await;
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success(),
+        "{}",
+        setup.log("w1")
+    );
+    let log = setup.log("w1");
+    assert!(log.contains("connector started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log written to a file"
+    );
+}
+
+/// `connector-s3 status` with `args`, against the embedded back ends: its
+/// exit status and standard output.
+async fn status(setup: &Setup, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connector-s3"));
+    command
+        .arg("status")
+        .args(args)
+        .envs(setup.aws.endpoints().env_vars());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("status runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The rows of `status --json`, by shard.
+async fn status_rows(setup: &Setup) -> Option<Vec<serde_json::Value>> {
+    let (ok, out, _) = status(
+        setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--json",
+            "--watch-ms",
+            "1500",
+        ],
+    )
+    .await;
+    if !ok {
+        return None; // the table is not there yet
+    }
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    report["rows"].as_array().cloned()
+}
+
+/// Two processes share two shards: `status` names each shard's owner,
+/// sees the leases renewed, and a lag that is seconds while the records
+/// wait and 0 once they are archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_owners_renewals_and_lag_of_a_two_worker_run() {
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 2_000).await;
+    resources::sleep_past_arrival_times().await;
+    // Objects wait 4 s: the checkpoints stay behind records seconds old.
+    let slow = [("CONNECTOR_S3_MAX_OBJECT_AGE_SECS", "4")];
+    let mut a = setup.spawn("a", &slow);
+    let mut b = setup.spawn("b", &slow);
+    let started = Instant::now();
+    let mut most_lag = 0;
+    let final_rows = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            setup.all_logs()
+        );
+        let Some(rows) = status_rows(&setup).await else {
+            continue;
+        };
+        for row in &rows {
+            most_lag = most_lag.max(row["lag_ms"].as_u64().unwrap_or(0));
+        }
+        let owners: std::collections::BTreeSet<&str> =
+            rows.iter().filter_map(|r| r["owner"].as_str()).collect();
+        let caught_up = rows.iter().all(|r| r["lag_ms"] == 0);
+        if rows.len() == 2 && owners == ["a", "b"].into() && caught_up {
+            break rows;
+        }
+    };
+    assert!(
+        most_lag >= 2_000,
+        "the lag while records waited: {most_lag} ms"
+    );
+    for row in &final_rows {
+        assert_eq!(row["renewed"], true, "{row}");
+        assert!(
+            row["renewal"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("renewed within 1.5s")),
+            "{row}"
+        );
+        assert!(
+            row["checkpoint"]
+                .as_str()
+                .is_some_and(|c| c.chars().all(|c| c.is_ascii_digit())),
+            "{row}"
+        );
+        assert_eq!(row["stream"], setup.stream.as_str());
+    }
+    assert_exactly_once(
+        &setup
+            .wait_for_archive(sent.len(), Duration::from_secs(30))
+            .await,
+        &sent,
+    );
+    // The table as text: a header, a row per shard, the leases per worker.
+    let (ok, text, err) = status(
+        &setup,
+        &["--application", &setup.app, "--stream", &setup.stream],
+    )
+    .await;
+    assert!(ok, "{err}");
+    for column in [
+        "STREAM",
+        "SHARD",
+        "OWNER",
+        "RENEWAL",
+        "CHECKPOINT",
+        "PENDING",
+        "PARENTS",
+        "LAG",
+    ] {
+        assert!(text.contains(column), "{column} in\n{text}");
+    }
+    assert!(text.contains("held per worker: a=1 b=1"), "{text}");
+    terminate(&mut a);
+    terminate(&mut b);
+    assert!(wait_exit(&mut a, Duration::from_secs(60)).await.success());
+    assert!(wait_exit(&mut b, Duration::from_secs(60)).await.success());
+}
+
+/// `status` on a lease table as the Java KCL writes it (no `entityType` on
+/// leases, KCL 3.x items that are not leases, a pending checkpoint with
+/// binary state, an unreadable item): the same columns, the foreign items
+/// skipped, and the lag of records after the Java checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_reads_a_lease_table_written_by_the_java_kcl() {
+    use aws_sdk_dynamodb::primitives::Blob;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let _serial = SERIAL.lock().await;
+    let setup = setup(2).await;
+    let sent = produce(&setup.aws, &setup.stream, 400).await;
+    resources::sleep_past_arrival_times().await;
+    let table = kcl::lease::LeaseTable::new(setup.aws.dynamodb_client(), &setup.app);
+    table.create_if_missing().await.expect("table");
+    let mut items = resources::foreign_lease_table_items();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let in_shard: Vec<&Row> = sent.iter().filter(|r| r.0 == shard).collect();
+        let done = in_shard[99];
+        let mut item: std::collections::HashMap<String, AttributeValue> = [
+            ("leaseKey", AttributeValue::S(shard.into())),
+            ("leaseOwner", AttributeValue::S("java-worker-dead".into())),
+            ("leaseCounter", AttributeValue::N("77".into())),
+            ("checkpoint", AttributeValue::S(done.1.clone())),
+            (
+                "checkpointSubSequenceNumber",
+                AttributeValue::N(done.2.to_string()),
+            ),
+            (
+                "ownerSwitchesSinceCheckpoint",
+                AttributeValue::N("0".into()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if shard.ends_with('1') {
+            item.insert(
+                "pendingCheckpoint".into(),
+                AttributeValue::S(in_shard[149].1.clone()),
+            );
+            item.insert(
+                "pendingCheckpointSubSequenceNumber".into(),
+                AttributeValue::N("0".into()),
+            );
+            item.insert(
+                "pendingCheckpointState".into(),
+                AttributeValue::B(Blob::new("archive/2026/object.jsonl.gz")),
+            );
+            item.insert(
+                "parentShardId".into(),
+                AttributeValue::Ss(vec!["shardId-000000000000".into()]),
+            );
+        }
+        items.push(item);
+    }
+    for item in items {
+        setup
+            .aws
+            .dynamodb_client()
+            .put_item()
+            .table_name(&setup.app)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+    let (ok, out, err) = status(
+        &setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--json",
+            "--watch-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "only the leases: {out}");
+    assert_eq!(
+        report["unreadable"],
+        serde_json::json!(["shardId-000000000009"])
+    );
+    assert_eq!(
+        report["workers"],
+        serde_json::json!({"java-worker-dead": 2})
+    );
+    for row in rows {
+        assert_eq!(row["owner"], "java-worker-dead");
+        assert_eq!(row["renewed"], false);
+        assert_eq!(row["renewal"], "not renewed in 0.3s");
+        assert!(
+            row["lag_ms"].as_u64().is_some_and(|lag| lag >= 2_000),
+            "{row}"
+        );
+    }
+    assert_eq!(rows[1]["pending_object"], "archive/2026/object.jsonl.gz");
+    assert_eq!(
+        rows[1]["parents"],
+        serde_json::json!(["shardId-000000000000"])
+    );
+    let (ok, text, err) = status(
+        &setup,
+        &[
+            "--application",
+            &setup.app,
+            "--stream",
+            &setup.stream,
+            "--watch-ms",
+            "300",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{text}");
+    }
+    let shard1 = text
+        .lines()
+        .find(|l| l.contains("shardId-000000000001"))
+        .expect("a row");
+    for cell in [
+        "java-worker-dead",
+        "not renewed in 0.3s",
+        "archive/2026/object.jsonl.gz",
+        "shardId-000000000000",
+    ] {
+        assert!(shard1.contains(cell), "{cell} in\n{text}");
+    }
+    // The same rows from the connector's configuration file.
+    let config = setup.dir.path().join("connector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "application_name = \"{}\"\nstreams = [\"{}\"]\nbucket = \"{}\"\n",
+            setup.app, setup.stream, setup.bucket
+        ),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let (ok, out, err) = status(
+        &setup,
+        &["--config", &config, "--json", "--watch-ms", "300"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let from_config: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    for field in ["shard", "owner", "checkpoint", "pending_object", "parents"] {
+        for (a, b) in rows
+            .iter()
+            .zip(from_config["rows"].as_array().expect("rows"))
+        {
+            assert_eq!(a[field], b[field], "{field}");
+        }
+    }
+    assert!(
+        text.contains("unreadable lease items (skipped): shardId-000000000009"),
+        "{text}"
+    );
+}
+
+/// `deploy/connector-s3.service` restarts on failure, stops with SIGTERM,
+/// buffers under /var/lib, and passes `systemd-analyze verify` (with this
+/// build's binary in ExecStart) without a warning; skipped with a message
+/// where systemd-analyze is not installed.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/connector-s3.service"),
+    )
+    .expect("deploy/connector-s3.service");
+    for line in [
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "StateDirectory=connector-s3",
+        "Environment=CONNECTOR_S3_BUFFER_DIR=/var/lib/connector-s3/buffer",
+        "ExecStart=/usr/local/bin/connector-s3 run --config ",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "{line} in\n{unit}"
+        );
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("connector-s3.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/connector-s3",
+            env!("CARGO_BIN_EXE_connector-s3"),
+        ),
+    )
+    .expect("write");
+    let verified = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&verified.stderr);
+    // A key systemd cannot parse is only a warning: none is accepted.
+    assert!(
+        verified.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+}
+
+/// With `cloudwatch_metrics`, a run's metrics reach CloudWatch (moto_server,
+/// of the external emulators) under the KCL's names, and the last round at
+/// exit carries the final counts. Needs `scripts/local-aws start`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cloudwatch_gets_the_counts_of_a_run_under_the_kcl_names() {
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    let external = integration_tests::ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _serial = SERIAL.lock().await;
+    let setup = setup(1).await;
+    let sent = produce(&setup.aws, &setup.stream, 500).await;
+    let namespace = unique_name("archiver-metrics");
+    let mut child = setup.spawn(
+        "w1",
+        &[
+            ("CONNECTOR_S3_CLOUDWATCH_METRICS", "true"),
+            ("CONNECTOR_S3_CLOUDWATCH_NAMESPACE", &namespace),
+            ("CONNECTOR_S3_CLOUDWATCH_INTERVAL_SECS", "1"),
+            // moto serves every service on one endpoint.
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", &external.endpoints().s3),
+        ],
+    );
+    let archived = setup
+        .wait_for_archive(sent.len(), Duration::from_secs(60))
+        .await;
+    assert_exactly_once(&archived, &sent);
+    terminate(&mut child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(60))
+            .await
+            .success()
+    );
+    let log = setup.log("w1");
+    assert!(
+        !log.contains("publishing metrics to CloudWatch failed"),
+        "{log}"
+    );
+    if std::env::var_os("SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(external.sdk_config())
+            .endpoint_url(&external.endpoints().s3)
+            .build(),
+    );
+    let now = std::time::SystemTime::now();
+    let sum = |name: &'static str, dimensions: Vec<Dimension>| {
+        let cloudwatch = cloudwatch.clone();
+        let namespace = namespace.clone();
+        async move {
+            let answer = cloudwatch
+                .get_metric_statistics()
+                .namespace(namespace)
+                .metric_name(name)
+                .set_dimensions(Some(dimensions))
+                .start_time((now - Duration::from_secs(600)).into())
+                .end_time((now + Duration::from_secs(600)).into())
+                .period(60)
+                .statistics(Statistic::Sum)
+                .send()
+                .await
+                .expect("GetMetricStatistics");
+            answer
+                .datapoints()
+                .iter()
+                .filter_map(|p| p.sum())
+                .sum::<f64>()
+        }
+    };
+    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    assert_eq!(
+        sum(
+            "RecordsProcessed",
+            vec![dimension("Operation", "ProcessTask")]
+        )
+        .await,
+        500.0
+    );
+    assert_eq!(
+        sum(connector_s3::metrics::RECORDS_UPLOADED, vec![]).await,
+        500.0
     );
 }

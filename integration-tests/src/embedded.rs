@@ -318,10 +318,15 @@ async fn start_s3(
         message: format!("{e:?}"),
     })?;
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+    let mut auth = s3s::auth::SimpleAuth::from_single(
         crate::endpoints::ACCESS_KEY_ID,
         crate::endpoints::SECRET_ACCESS_KEY,
-    ));
+    );
+    auth.register(
+        crate::endpoints::SECOND_ACCESS_KEY_ID.to_owned(),
+        crate::endpoints::SECOND_SECRET_ACCESS_KEY.into(),
+    );
+    builder.set_auth(auth);
     let service = builder.build();
     let (listener, addr) = bind("binding the S3 port").await?;
     let task = tokio::spawn(async move {

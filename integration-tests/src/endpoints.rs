@@ -26,6 +26,12 @@ pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY_ID: &str = "test";
 /// Secret key every local back end accepts.
 pub const SECRET_ACCESS_KEY: &str = "test";
+/// A second key pair the embedded S3 accepts: a secret distinctive enough to
+/// search a process's output for (the tests that check that no log line
+/// carries credentials).
+pub const SECOND_ACCESS_KEY_ID: &str = "kinesis-rs-second-key";
+/// The second key pair's secret.
+pub const SECOND_SECRET_ACCESS_KEY: &str = "fake-SECRET-k3y-9c1f0e2d7b";
 
 impl Endpoints {
     /// An `SdkConfig` with static test credentials, region `us-east-1`, and

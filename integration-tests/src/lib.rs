@@ -22,12 +22,14 @@ pub mod endpoints;
 pub mod external;
 pub mod fault_proxy;
 pub mod resources;
+pub mod tcp_gate;
 
 pub use embedded::LocalAws;
 pub use endpoints::Endpoints;
 pub use external::ExternalAws;
 pub use fault_proxy::{FaultProxy, Faults};
 pub use resources::unique_name;
+pub use tcp_gate::TcpGate;
 
 /// Errors of the local back ends.
 #[derive(Debug, thiserror::Error)]

@@ -419,7 +419,7 @@ async fn a_missing_bucket_releases_the_leases_and_recovers_once_created() {
     let started = std::time::Instant::now();
     let mut released = false;
     loop {
-        let failing = stats.failing_shards();
+        let failing = stats.shards_in_permanent_error();
         if failing.len() == 2 {
             assert!(
                 failing
@@ -436,7 +436,7 @@ async fn a_missing_bucket_releases_the_leases_and_recovers_once_created() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the shards never failed permanently with their leases released: {:?} {}",
-            stats.failing_shards(),
+            stats.shards_in_permanent_error(),
             stats.snapshot()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -458,9 +458,9 @@ async fn a_missing_bucket_releases_the_leases_and_recovers_once_created() {
     shutdown.graceful().await;
     running.await.expect("join").expect("connector");
     assert!(
-        stats.failing_shards().is_empty(),
+        stats.shards_in_permanent_error().is_empty(),
         "{:?}",
-        stats.failing_shards()
+        stats.shards_in_permanent_error()
     );
     let archived = rows(&read_archive(&s3, &bucket, "archive/").await);
     assert!(archived == sent, "every record once");

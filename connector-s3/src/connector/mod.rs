@@ -4,6 +4,7 @@
 mod batch;
 mod processor;
 mod stats;
+mod traced;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::Semaphore;
 
 pub use processor::ShardArchiver;
 pub use stats::{ConnectorStats, StatsSnapshot};
+use traced::Traced;
 
 use crate::buffer::{Buffer, BufferError};
 use crate::compress::Compression;
@@ -431,7 +433,9 @@ impl S3ConnectorBuilder {
                 (Arc::new(s3.clone()), Some(s3))
             }
         };
-        let stats = Arc::new(ConnectorStats::default());
+        let stats = Arc::new(ConnectorStats::new(
+            (self.streams.len() == 1).then(|| self.streams[0].clone()),
+        ));
         let shared = Arc::new(Shared {
             emitter,
             s3,
@@ -467,8 +471,13 @@ impl S3ConnectorBuilder {
         if consumer.idle_time_between_reads > self.max_object_age {
             consumer.idle_time_between_reads = self.max_object_age;
         }
-        let factory: ArchiverFactory =
-            Box::new(move |lease_key: &str| ShardArchiver::new(shared.clone(), lease_key));
+        let factory: ArchiverFactory = Box::new(move |lease_key: &str| {
+            Traced::new(
+                ShardArchiver::new(shared.clone(), lease_key),
+                shared.stats.clone(),
+                lease_key,
+            )
+        });
         let scheduler = Scheduler::new(&sdk_config, consumer, factory);
         Ok(S3Connector { scheduler, stats })
     }
@@ -481,7 +490,7 @@ pub(crate) type OpenBuffer =
 /// A caller's adjustment of the consumer settings.
 type ConfigureConsumer = Box<dyn FnOnce(&mut ConsumerConfig) + Send>;
 
-type ArchiverFactory = Box<dyn Fn(&str) -> ShardArchiver + Send + Sync>;
+type ArchiverFactory = Box<dyn Fn(&str) -> Traced<ShardArchiver> + Send + Sync>;
 
 /// Archives Kinesis streams to S3, exactly once.
 ///

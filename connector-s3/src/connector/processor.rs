@@ -342,7 +342,7 @@ impl ShardArchiver {
                 }
                 return self.stop().await;
             }
-            self.shared.stats.set_failing(&self.lease_key, None);
+            self.shared.stats.set_permanent_error(&self.lease_key, None);
         }
         self.checkpoint(checkpointer, last, None).await?;
         self.release(&sealed).await
@@ -366,7 +366,7 @@ impl ShardArchiver {
         metrics::counter!(m::PERMANENT_ERRORS).increment(1);
         self.shared
             .stats
-            .set_failing(&self.lease_key, Some(format!("{what} ({fix})")));
+            .set_permanent_error(&self.lease_key, Some(format!("{what} ({fix})")));
     }
 
     /// Uploads until it works, until the object cannot be read back from

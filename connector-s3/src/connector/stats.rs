@@ -1,6 +1,6 @@
 //! Counters the connector keeps for its stats log and for callers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -18,8 +18,10 @@ pub struct ConnectorStats {
     pub(crate) objects_adopted: AtomicU64,
     pub(crate) buffered_bytes: AtomicU64,
     pub(crate) lag_ms: Mutex<HashMap<String, i64>>,
-    /// Shards whose processor stopped on an error no retry fixes, with it.
-    pub(crate) failing: Mutex<HashMap<String, String>>,
+    /// The stream of single-stream lease keys (the shard id alone).
+    pub(crate) single_stream: Option<String>,
+    /// Shards stuck in an error retrying cannot fix, with the error.
+    failed: Mutex<BTreeMap<String, String>>,
 }
 
 /// A snapshot of [`ConnectorStats`].
@@ -75,41 +77,85 @@ impl ConnectorStats {
         }
     }
 
-    /// Shards (lease keys) whose processor last stopped on an error no retry
-    /// fixes (a missing bucket, denied access, an unusable buffer
-    /// directory), with the error and what to fix. A shard leaves the list
-    /// when an upload of it succeeds again.
-    pub fn failing_shards(&self) -> Vec<(String, String)> {
-        self.failing
-            .lock()
-            .map(|f| f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn set_failing(&self, shard: &str, error: Option<String>) {
-        if let Ok(mut map) = self.failing.lock() {
-            match error {
-                Some(error) => {
-                    map.insert(shard.to_owned(), error);
-                }
-                None => {
-                    map.remove(shard);
-                }
-            }
+    /// Counters for a connector of one stream (`Some`) or several.
+    pub(crate) fn new(single_stream: Option<String>) -> Self {
+        Self {
+            single_stream,
+            ..Self::default()
         }
     }
 
-    pub(crate) fn set_lag(&self, shard: &str, lag: Option<i64>) {
-        if let Ok(mut map) = self.lag_ms.lock() {
+    /// The stream and shard of a lease key: `account:stream:epoch:shard`
+    /// for several streams, the shard id alone for one.
+    pub(crate) fn stream_and_shard(&self, lease_key: &str) -> (String, String) {
+        let parts: Vec<&str> = lease_key.split(':').collect();
+        match parts.as_slice() {
+            [_, stream, _, shard] => ((*stream).to_owned(), (*shard).to_owned()),
+            _ => (
+                self.single_stream.clone().unwrap_or_default(),
+                lease_key.to_owned(),
+            ),
+        }
+    }
+
+    pub(crate) fn set_lag(&self, lease_key: &str, lag: Option<i64>) {
+        let shards = self.lag_ms.lock().map(|mut map| {
             match lag {
                 Some(lag) => {
-                    map.insert(shard.to_owned(), lag);
+                    map.insert(lease_key.to_owned(), lag);
                 }
                 None => {
-                    map.remove(shard);
+                    map.remove(lease_key);
                 }
             }
+            map.len()
+        });
+        let (stream, shard) = self.stream_and_shard(lease_key);
+        metrics::gauge!(crate::metrics::BEHIND_LATEST, "stream" => stream, "shard" => shard)
+            .set(lag.unwrap_or(0).max(0) as f64 / 1000.0);
+        if let Ok(shards) = shards {
+            metrics::gauge!(crate::metrics::SHARDS).set(shards as f64);
         }
+    }
+
+    /// Marks the shard of `lease_key` stuck in an error retrying cannot fix
+    /// (`Some(error)`: access denied to the bucket, a KMS key that does not
+    /// exist…; the connector sets it when such an error stops a shard's
+    /// processor), or no longer stuck (`None`: an upload of it succeeded
+    /// again, or the shard left this worker). While any shard is stuck, the process is not ready
+    /// (`/health/ready` answers 503 naming the shards).
+    ///
+    /// ```
+    /// # let stats = connector_s3::connector::ConnectorStats::default();
+    /// stats.set_permanent_error("shardId-000000000001", Some("AccessDenied: no s3:PutObject".into()));
+    /// assert_eq!(stats.shards_in_permanent_error().len(), 1);
+    /// stats.set_permanent_error("shardId-000000000001", None);
+    /// assert!(stats.shards_in_permanent_error().is_empty());
+    /// ```
+    pub fn set_permanent_error(&self, lease_key: &str, error: Option<String>) {
+        let count = self.failed.lock().map(|mut failed| {
+            match error {
+                Some(error) => {
+                    failed.insert(lease_key.to_owned(), error);
+                }
+                None => {
+                    failed.remove(lease_key);
+                }
+            }
+            failed.len()
+        });
+        if let Ok(count) = count {
+            metrics::gauge!(crate::metrics::SHARDS_FAILED).set(count as f64);
+        }
+    }
+
+    /// The shards (lease keys) stuck in an error retrying cannot fix, with
+    /// their errors ([`ConnectorStats::set_permanent_error`]).
+    pub fn shards_in_permanent_error(&self) -> Vec<(String, String)> {
+        self.failed
+            .lock()
+            .map(|failed| failed.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Set-up shared by the tests that run the S3 connector in-process
 //! (`mod common;` in each test file that needs it).
+#![allow(dead_code)] // each test file uses a part of it
 
 use std::path::Path;
 use std::time::{Duration, Instant};

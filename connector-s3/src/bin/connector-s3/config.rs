@@ -171,6 +171,42 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "30",
         "seconds between stats log lines (0: none)",
     ),
+    (
+        "log_format",
+        Kind::Str,
+        "\"text\"",
+        "text (colours only on a terminal) or json (one JSON object per line, with the event's fields and its spans': stream, shard)",
+    ),
+    (
+        "metrics_listen",
+        Kind::Str,
+        "(off)",
+        "address of an HTTP listener (e.g. 127.0.0.1:9102) serving /metrics (Prometheus text format), /health/live and /health/ready",
+    ),
+    (
+        "health_check_interval_ms",
+        Kind::Int,
+        "5000",
+        "with metrics_listen: how often the lease table and S3 are asked whether they answer (/health/ready is 503 when one has not answered in two intervals, or its last answer was an error)",
+    ),
+    (
+        "cloudwatch_metrics",
+        Kind::Bool,
+        "false",
+        "also publish the metrics to CloudWatch (PutMetricData, batched), under the Java KCL's names where one exists (RecordsProcessed, MillisBehindLatest, CurrentLeases, ...)",
+    ),
+    (
+        "cloudwatch_namespace",
+        Kind::Str,
+        "(application_name, as the KCL)",
+        "the CloudWatch namespace",
+    ),
+    (
+        "cloudwatch_interval_secs",
+        Kind::Int,
+        "60",
+        "seconds between CloudWatch rounds (and one more at exit)",
+    ),
 ];
 
 /// The settings, after file and environment.
@@ -204,6 +240,12 @@ pub struct Config {
     pub max_records: Option<i32>,
     pub fan_out_consumer: Option<String>,
     pub stats_interval_secs: Option<u64>,
+    pub log_format: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub health_check_interval_ms: Option<u64>,
+    pub cloudwatch_metrics: Option<bool>,
+    pub cloudwatch_namespace: Option<String>,
+    pub cloudwatch_interval_secs: Option<u64>,
 }
 
 /// The --help text describing every key.
@@ -310,6 +352,13 @@ impl Config {
                 key_id: self.sse_kms_key_id.clone(),
             },
             Some(other) => bail!("sse {other:?}: expected bucket-default, aes256 or aws:kms"),
+        })
+    }
+
+    pub fn log_format(&self) -> anyhow::Result<kinesis_ops::log::LogFormat> {
+        Ok(match &self.log_format {
+            None => kinesis_ops::log::LogFormat::Text,
+            Some(format) => format.parse()?,
         })
     }
 

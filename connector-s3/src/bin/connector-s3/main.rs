@@ -2,10 +2,11 @@
 
 mod config;
 mod replay;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,12 @@ enum Command {
     /// sequence, filter, and publish them to a stream (--to-stream), write
     /// them as JSON lines (--output FILE|-), or count them (--dry-run).
     Replay(Box<replay::ReplayArgs>),
+    /// One row per shard of an application's lease table: owner, whether
+    /// the lease is being renewed, checkpoint, pending checkpoint and its
+    /// object, parents, and lag. Reads the table (twice, --watch-ms apart:
+    /// a lease's renewal shows only as its counter moving) and one record
+    /// per shard; changes nothing.
+    Status(status::StatusArgs),
     /// Check a configuration and print the effective settings.
     CheckConfig {
         /// The TOML configuration file.
@@ -48,12 +55,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `run` logs in the configured format; a configuration that cannot be
+    // read is reported by `run` itself, in text.
+    let format = match &cli.command {
+        Command::Run { config } => match config::load(config.as_deref()) {
+            Ok(config) => match config.log_format() {
+                Ok(format) => format,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(_) => kinesis_ops::log::LogFormat::Text,
+        },
+        _ => kinesis_ops::log::LogFormat::Text,
+    };
+    if let Err(error) = kinesis_ops::log::init(format, "info") {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -66,6 +86,7 @@ fn main() -> ExitCode {
             Command::Run { config } => run(config).await,
             Command::CheckConfig { config } => check(config).await,
             Command::Replay(args) => replay::run(*args).await,
+            Command::Status(args) => status::run(args).await,
         }
     });
     match result {
@@ -77,10 +98,27 @@ fn main() -> ExitCode {
     }
 }
 
-async fn builder(config: &config::Config) -> anyhow::Result<S3ConnectorBuilder> {
-    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+/// The S3 client the connector uploads with (and readiness probes).
+fn s3_client(config: &config::Config, sdk_config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    // An upload that hangs (a dropped connection) must fail and be retried,
+    // not hold its shard forever.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(120))
+        .build();
+    let s3 = aws_sdk_s3::config::Builder::from(sdk_config)
+        .force_path_style(config.force_path_style == Some(true))
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+async fn builder(
+    config: &config::Config,
+    sdk_config: &aws_config::SdkConfig,
+) -> anyhow::Result<S3ConnectorBuilder> {
     let mut builder = S3Connector::builder()
-        .sdk_config(&sdk_config)
+        .sdk_config(sdk_config)
         .application_name(&config.application_name)
         .bucket(&config.bucket)
         .prefix(&config.prefix)
@@ -128,17 +166,7 @@ async fn builder(config: &config::Config) -> anyhow::Result<S3ConnectorBuilder> 
     if let Some(bytes) = config.part_size {
         builder = builder.part_size(bytes as usize);
     }
-    // An upload that hangs (a dropped connection) must fail and be retried,
-    // not hold its shard forever.
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(120))
-        .build();
-    let s3 = aws_sdk_s3::config::Builder::from(&sdk_config)
-        .force_path_style(config.force_path_style == Some(true))
-        .timeout_config(timeouts)
-        .build();
-    builder = builder.s3_client(aws_sdk_s3::Client::from_conf(s3));
+    builder = builder.s3_client(s3_client(config, sdk_config));
     let failover = config.failover_time_ms.map(Duration::from_millis);
     let idle = Duration::from_millis(config.idle_time_between_reads_ms.unwrap_or(1_000));
     let max_records = config.max_records;
@@ -160,7 +188,14 @@ async fn builder(config: &config::Config) -> anyhow::Result<S3ConnectorBuilder> 
 
 async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = config::load(path.as_deref())?;
-    builder(&config)
+    config.log_format()?;
+    if let Some(address) = &config.metrics_listen {
+        address.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("metrics_listen {address:?}: expected an address such as 127.0.0.1:9102")
+        })?;
+    }
+    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    builder(&config, &sdk_config)
         .await?
         .build()
         .context("invalid configuration")?;
@@ -169,13 +204,221 @@ async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A service's error code and message (the SDK's own chain repeats them),
+/// or the chain of a failure to reach it; a few hundred bytes at most.
+fn short_error<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = match error.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("service error"),
+            service.message().unwrap_or_default()
+        ),
+        None => kcl::error_chain(error),
+    };
+    kpl::error::elide_middle(&text, 300).into_owned()
+}
+
+/// The metrics and health listener of a run, and the tasks feeding its
+/// health: all stopped by [`Ops::stop`].
+struct Ops {
+    health: kinesis_ops::health::Health,
+    server: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+    /// The CloudWatch publisher: stopped after the connector, for a last
+    /// round with the final counts.
+    cloudwatch: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Ops {
+    /// With `metrics_listen` or `cloudwatch_metrics`: installs the
+    /// Prometheus exporter (and the CloudWatch recorder) before the
+    /// connector records anything; with `metrics_listen`, binds the listener
+    /// and starts probing the lease table and S3 for readiness.
+    async fn start(
+        config: &config::Config,
+        sdk_config: &aws_config::SdkConfig,
+        worker_id: &str,
+    ) -> anyhow::Result<Self> {
+        let health = kinesis_ops::health::Health::new(Duration::from_secs(30));
+        let mut ops = Self {
+            health: health.clone(),
+            server: None,
+            cloudwatch: None,
+            tasks: tokio::task::JoinSet::new(),
+        };
+        let labels = [("worker", worker_id.to_owned())];
+        let prometheus = if config.cloudwatch_metrics == Some(true) {
+            let client = aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(sdk_config)
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(5))
+                            .operation_timeout(Duration::from_secs(20))
+                            .build(),
+                    )
+                    .build(),
+            );
+            let namespace = config
+                .cloudwatch_namespace
+                .clone()
+                .unwrap_or_else(|| config.application_name.clone());
+            let (recorder, publisher) = kinesis_ops::cloudwatch::recorder(client, &namespace);
+            let prometheus = kinesis_ops::metrics::install_prometheus_and(&labels, recorder)?;
+            let every = Duration::from_secs(config.cloudwatch_interval_secs.unwrap_or(60).max(1));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(publisher.run(every, async {
+                let _ = stopped.await;
+            }));
+            tracing::info!(%namespace, interval = ?every, "publishing metrics to CloudWatch");
+            ops.cloudwatch = Some((stop, task));
+            Some(prometheus)
+        } else if config.metrics_listen.is_some() {
+            Some(kinesis_ops::metrics::install_prometheus(&labels)?)
+        } else {
+            None
+        };
+        connector_s3::metrics::describe();
+        let (Some(address), Some(prometheus)) = (&config.metrics_listen, prometheus) else {
+            return Ok(ops);
+        };
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("metrics_listen {address:?}: cannot listen"))?;
+        let local = listener.local_addr().context("metrics_listen")?;
+        tracing::info!(address = %local, "serving /metrics, /health/live and /health/ready");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(kinesis_ops::server::serve(
+            listener,
+            Some(prometheus),
+            health.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let every =
+            Duration::from_millis(config.health_check_interval_ms.unwrap_or(5_000).max(100));
+        let timeout = every.min(Duration::from_secs(5));
+        let beating = health.clone();
+        ops.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                beating.beat();
+            }
+        });
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(timeout)
+            .operation_timeout(timeout)
+            .build();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk_config)
+                .timeout_config(timeouts.clone())
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let table = config.application_name.clone();
+        ops.tasks.spawn(
+            health
+                .clone()
+                .probe("lease_table", every, timeout, move || {
+                    let (dynamodb, table) = (dynamodb.clone(), table.clone());
+                    async move {
+                        dynamodb
+                            .describe_table()
+                            .table_name(table)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|error| short_error(&error))
+                    }
+                }),
+        );
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(sdk_config)
+                .force_path_style(config.force_path_style == Some(true))
+                .timeout_config(timeouts)
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let bucket = config.bucket.clone();
+        ops.tasks
+            .spawn(health.clone().probe("s3", every, timeout, move || {
+                let (s3, bucket) = (s3.clone(), bucket.clone());
+                async move {
+                    s3.head_bucket()
+                        .bucket(bucket)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| short_error(&error))
+                }
+            }));
+        ops.server = Some((stop, server));
+        Ok(ops)
+    }
+
+    /// Stops the probes and the listener (after the requests under way).
+    async fn stop(mut self) {
+        self.tasks.shutdown().await;
+        if let Some((stop, publisher)) = self.cloudwatch.take() {
+            // A last round with the final counts, unless CloudWatch hangs.
+            let _ = stop.send(());
+            let abort = publisher.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(30), publisher)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!("the last CloudWatch round did not finish in 30 s");
+            }
+        }
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "the metrics listener failed"),
+                Err(error) => tracing::warn!(%error, "the metrics listener task failed"),
+            }
+        }
+    }
+}
+
 async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let started = Instant::now();
     let config = config::load(path.as_deref())?;
-    let connector = builder(&config)
+    let sdk_config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let worker_id = config
+        .worker_id
+        .clone()
+        .unwrap_or_else(connector_s3::connector::default_worker_id);
+    let ops = Ops::start(&config, &sdk_config, &worker_id).await?;
+    let connector = builder(&config, &sdk_config)
         .await?
         .build()
         .context("invalid configuration")?;
     let stats = connector.stats();
+    let stuck = stats.clone();
+    ops.health.add_condition("shards", move || {
+        let failed = stuck.shards_in_permanent_error();
+        (!failed.is_empty()).then(|| {
+            let shards: Vec<String> = failed
+                .iter()
+                .map(|(shard, error)| format!("{shard} ({error})"))
+                .collect();
+            format!("stuck in a permanent error: {}", shards.join(", "))
+        })
+    });
     let shutdown = connector.shutdown_handle();
     let mut running = tokio::spawn(connector.run());
 
@@ -198,6 +441,7 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         streams = ?config.streams,
         bucket = %config.bucket,
         prefix = %config.prefix,
+        worker = %worker_id,
         "connector started"
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -221,8 +465,18 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             running.await
         }
     };
+    ops.health.stopped("the connector stopped");
     stats_log.abort();
-    tracing::info!(target: "connector_s3::stats", "{}", stats.snapshot());
+    ops.stop().await;
+    let totals = stats.snapshot();
+    tracing::info!(
+        target: "connector_s3::stats",
+        elapsed_secs = started.elapsed().as_secs_f64(),
+        "stopped after {:.1} s; totals: {totals} adopted={} transform_failures={}",
+        started.elapsed().as_secs_f64(),
+        totals.objects_adopted,
+        totals.transform_failures,
+    );
     result
         .context("the connector task failed")?
         .context("the connector stopped")?;
