@@ -25,5 +25,6 @@ pub mod filter;
 pub mod journal;
 pub mod key;
 pub mod metrics;
+pub mod preflight;
 pub mod retry;
 pub mod transform;

@@ -1323,3 +1323,78 @@ async fn cloudwatch_gets_the_counts_of_a_run_under_the_kcl_names() {
         500.0
     );
 }
+
+/// `check-config --connect` proves a configuration against the back ends,
+/// naming the key to fix; `run` refuses to start on the same problems, with
+/// the same message (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_names_what_to_fix_and_run_fails_fast() {
+    let setup = setup(1).await;
+    let bin = env!("CARGO_BIN_EXE_connector-s3");
+    let invoke = |args: &[&str], bucket: &str, stream: &str| {
+        Command::new(bin)
+            .args(args)
+            .envs(setup.aws.endpoints().env_vars())
+            .env("CONNECTOR_S3_APPLICATION_NAME", &setup.app)
+            .env("CONNECTOR_S3_STREAMS", stream)
+            .env("CONNECTOR_S3_BUCKET", bucket)
+            .env("CONNECTOR_S3_PREFIX", "archive")
+            .env("CONNECTOR_S3_BUFFER_DIR", setup.buffer_dir("check"))
+            .output()
+            .expect("runs")
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let good = invoke(
+        &["check-config", "--connect", "--write-test"],
+        &setup.bucket,
+        &setup.stream,
+    );
+    assert!(good.status.success(), "{}", text(&good));
+    assert!(
+        text(&good).contains("written and deleted"),
+        "{}",
+        text(&good)
+    );
+
+    let no_bucket = invoke(
+        &["check-config", "--connect"],
+        "no-such-bucket-7",
+        &setup.stream,
+    );
+    assert!(!no_bucket.status.success());
+    assert!(
+        text(&no_bucket).contains("the bucket does not exist: fix `bucket`"),
+        "{}",
+        text(&no_bucket)
+    );
+    let no_stream = invoke(
+        &["check-config", "--connect"],
+        &setup.bucket,
+        "no-such-stream",
+    );
+    assert!(!no_stream.status.success());
+    assert!(
+        text(&no_stream).contains("fix `streams`"),
+        "{}",
+        text(&no_stream)
+    );
+
+    let started = Instant::now();
+    let run = invoke(&["run"], "no-such-bucket-7", &setup.stream);
+    assert!(!run.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "run did not fail fast"
+    );
+    assert!(
+        text(&run).contains("the bucket does not exist: fix `bucket`"),
+        "{}",
+        text(&run)
+    );
+}

@@ -45,11 +45,21 @@ enum Command {
     /// a lease's renewal shows only as its counter moving) and one record
     /// per shard; changes nothing.
     Status(status::StatusArgs),
-    /// Check a configuration and print the effective settings.
+    /// Check a configuration and print the effective settings; with
+    /// --connect, also make the cheap AWS calls that prove it (HeadBucket
+    /// and the bucket's region, DescribeStreamSummary, DescribeTable), each
+    /// failure naming the key or permission to fix.
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Call S3, Kinesis and DynamoDB to prove the configuration.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: also write and delete a small object under the
+        /// prefix (needs s3:PutObject and s3:DeleteObject there).
+        #[arg(long, requires = "connect")]
+        write_test: bool,
     },
 }
 
@@ -84,7 +94,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(config).await,
-            Command::CheckConfig { config } => check(config).await,
+            Command::CheckConfig {
+                config,
+                connect,
+                write_test,
+            } => check(config, connect, write_test).await,
             Command::Replay(args) => replay::run(*args).await,
             Command::Status(args) => status::run(args).await,
         }
@@ -186,7 +200,7 @@ async fn builder(
     Ok(builder)
 }
 
-async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn check(path: Option<PathBuf>, connect: bool, write_test: bool) -> anyhow::Result<()> {
     let config = config::load(path.as_deref())?;
     config.log_format()?;
     if let Some(address) = &config.metrics_listen {
@@ -199,9 +213,52 @@ async fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         .await?
         .build()
         .context("invalid configuration")?;
+    if connect {
+        preflight(&config, &sdk_config, write_test, true).await?;
+    }
     println!("configuration OK");
     println!("{config:#?}");
     Ok(())
+}
+
+/// Proves the configuration against AWS (see `connector_s3::preflight`);
+/// an error lists every check that failed with what to fix.
+async fn preflight(
+    config: &config::Config,
+    sdk_config: &aws_config::SdkConfig,
+    write_test: bool,
+    print: bool,
+) -> anyhow::Result<()> {
+    let s3 = s3_client(config, sdk_config);
+    let target = connector_s3::preflight::Target {
+        bucket: &config.bucket,
+        prefix: &config.prefix,
+        streams: &config.streams,
+        lease_table: &config.application_name,
+        write_test,
+    };
+    let checks = connector_s3::preflight::run(sdk_config, &s3, &target).await;
+    let mut failed = Vec::new();
+    for check in &checks {
+        match &check.outcome {
+            Ok(note) if print => println!("ok      {}: {note}", check.what),
+            Ok(_) => {}
+            Err(problem) => {
+                if print {
+                    println!("FAILED  {}: {problem}", check.what);
+                }
+                failed.push(format!("{}: {problem}", check.what));
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the configuration does not work:\n  {}",
+            failed.join("\n  ")
+        )
+    }
 }
 
 /// A service's error code and message (the SDK's own chain repeats them),
@@ -402,6 +459,9 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .worker_id
         .clone()
         .unwrap_or_else(connector_s3::connector::default_worker_id);
+    // Fail fast on what no retry fixes (a missing bucket or stream, denied
+    // access), with the same message as `check-config --connect`.
+    preflight(&config, &sdk_config, false, false).await?;
     let ops = Ops::start(&config, &sdk_config, &worker_id).await?;
     let connector = builder(&config, &sdk_config)
         .await?
