@@ -172,6 +172,12 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "seconds between stats log lines (0: none)",
     ),
     (
+        "exit_on_permanent_error_secs",
+        Kind::Int,
+        "120",
+        "exit with an error (status 1) when for this long every shard this process took stopped on an error no retry fixes (missing bucket, denied access) and none is being processed (0: never)",
+    ),
+    (
         "log_format",
         Kind::Str,
         "\"text\"",
@@ -240,6 +246,7 @@ pub struct Config {
     pub max_records: Option<i32>,
     pub fan_out_consumer: Option<String>,
     pub stats_interval_secs: Option<u64>,
+    pub exit_on_permanent_error_secs: Option<u64>,
     pub log_format: Option<String>,
     pub metrics_listen: Option<String>,
     pub health_check_interval_ms: Option<u64>,

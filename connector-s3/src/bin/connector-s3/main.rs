@@ -482,6 +482,31 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let shutdown = connector.shutdown_handle();
     let mut running = tokio::spawn(connector.run());
 
+    // Every shard this process takes stops on an error no retry fixes, and
+    // none is processed: exit with the error, so that it shows (and a
+    // supervisor's restart policy applies) instead of idling for ever.
+    let give_up_after = config.exit_on_permanent_error_secs.unwrap_or(120);
+    let watched = stats.clone();
+    let all_failing = async move {
+        if give_up_after == 0 {
+            return std::future::pending::<Vec<(String, String)>>().await;
+        }
+        let mut since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let failing = watched.shards_in_permanent_error();
+            if failing.is_empty() || watched.snapshot().shards > 0 {
+                since = None;
+                continue;
+            }
+            let first = *since.get_or_insert_with(Instant::now);
+            if first.elapsed() >= Duration::from_secs(give_up_after) {
+                return failing;
+            }
+        }
+    };
+
     let interval = config.stats_interval_secs.unwrap_or(30);
     let stats_for_log = stats.clone();
     let stats_log = tokio::spawn(async move {
@@ -506,10 +531,15 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
+    let mut failed_for_good = None;
     let result = tokio::select! {
         result = &mut running => Some(result),
         _ = tokio::signal::ctrl_c() => None,
         _ = sigterm.recv() => None,
+        failing = all_failing => {
+            failed_for_good = Some(failing);
+            None
+        }
     };
     let result = match result {
         Some(result) => result,
@@ -540,6 +570,17 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     result
         .context("the connector task failed")?
         .context("the connector stopped")?;
+    if let Some(failing) = failed_for_good {
+        let shards: Vec<String> = failing
+            .iter()
+            .map(|(shard, error)| format!("{shard}: {error}"))
+            .collect();
+        tracing::error!(shards = ?shards, "every shard this process took failed with an error no retry fixes");
+        anyhow::bail!(
+            "every shard this process took failed with an error no retry fixes:\n  {}",
+            shards.join("\n  ")
+        );
+    }
     tracing::info!("connector stopped");
     Ok(())
 }
