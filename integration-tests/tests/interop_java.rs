@@ -1,0 +1,601 @@
+//! Interop with the Java originals (issue 13): the AWS KPL and the Java KCL
+//! 2.x, run as child processes (the programs of `interop/java/`, built by
+//! `scripts/interop-java`) against the same local back ends as our side.
+//!
+//! JVMs start slowly on two cores: the tests run one at a time (`SERIAL`)
+//! with short Java timings. Each is skipped, with a message, only when `java`
+//! or `mvn` is missing; when both are there and the Java side is not built,
+//! it fails with the command to run.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use integration_tests::java::{JavaInterop, JavaProcess, Unavailable};
+use integration_tests::{LocalAws, TlsFront, resources, unique_name};
+use kcl::processor::*;
+use kcl::retrieval::StartingPosition;
+use kcl::scheduler::{ConsumerConfig, Scheduler};
+use kpl::aggregation::{AggregateBuilder, deaggregate, decode_aggregate};
+use serde_json::Value;
+
+mod common;
+
+/// One Java-side test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The Java side, or `None` (the test is skipped) when `java` or `mvn` is
+/// missing. Panics when both are installed but the Java side is not built.
+fn java_or_skip(test: &str) -> Option<JavaInterop> {
+    match JavaInterop::find() {
+        Ok(java) => Some(java),
+        Err(Unavailable::ToolMissing(why)) => {
+            eprintln!("SKIPPED {test}: {why}; the Java interop tests need Java 17+ and Maven");
+            None
+        }
+        Err(Unavailable::NotBuilt(why)) => panic!("{why}"),
+    }
+}
+
+/// A user record: partition key, explicit hash key, data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct UserRec {
+    partition_key: String,
+    explicit_hash_key: Option<u128>,
+    data: Vec<u8>,
+}
+
+/// A line of the Java programs' input: `<b64 pk> <ehk or -> <b64 data>`.
+fn input_line(record: &UserRec) -> String {
+    format!(
+        "{} {} {}\n",
+        B64.encode(record.partition_key.as_bytes()),
+        record
+            .explicit_hash_key
+            .map_or_else(|| "-".to_owned(), |k| k.to_string()),
+        B64.encode(&record.data)
+    )
+}
+
+fn data_of(line: &Value) -> Vec<u8> {
+    B64.decode(line["data"].as_str().expect("data"))
+        .expect("base64")
+}
+
+fn str_of(line: &Value, key: &str) -> String {
+    line[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+        .to_owned()
+}
+
+/// The payload of the record the KPL producer puts first (see `start_kpl`).
+const WARMUP: &[u8] = b"warmup";
+
+/// The KPL's answer for one record.
+#[derive(Debug, Clone)]
+struct KplResult {
+    sequence_number: String,
+    shard_id: String,
+}
+
+/// Runs the AWS KPL on `records` against the embedded Kinesis (through the
+/// TLS front) and returns each record's result, in input order. `settings`
+/// are extra KPL settings (`("RecordMaxBufferedTime", "500")`).
+async fn run_kpl(
+    java: &JavaInterop,
+    front: &TlsFront,
+    stream: &str,
+    name: &str,
+    records: &[UserRec],
+    settings: &[(&str, &str)],
+) -> Vec<KplResult> {
+    let mut kpl = start_kpl(java, front, stream, name, settings);
+    kpl.next_event("warmup", Duration::from_secs(60))
+        .await
+        .expect("KPL started");
+    let mut input = String::new();
+    for record in records {
+        input.push_str(&input_line(record));
+    }
+    kpl.write(input.as_bytes()).await.expect("write to the KPL");
+    kpl.close_stdin();
+    kpl.next_event("done", Duration::from_secs(180))
+        .await
+        .expect("KPL done");
+    let status = kpl.wait(Duration::from_secs(30)).await.expect("KPL exit");
+    assert!(status.success(), "KPL: {status}\n{}", kpl.log_tail(40));
+    kpl_results(&kpl, records.len())
+}
+
+fn kpl_settings(front: &TlsFront, settings: &[(&str, &str)]) -> Vec<String> {
+    let port = front.port().to_string();
+    let host = front.host();
+    let mut args = Vec::new();
+    let mut set = |key: &str, value: &str| {
+        args.push(format!("--kpl.{key}"));
+        args.push(value.to_owned());
+    };
+    set("KinesisEndpoint", &host);
+    set("KinesisPort", &port);
+    // STS (asked for the account, to build the stream's ARN) and CloudWatch
+    // (never called: metrics are off) are answered by the front too, so
+    // nothing leaves the loopback.
+    set("StsEndpoint", &host);
+    set("StsPort", &port);
+    set("CloudwatchEndpoint", &host);
+    set("CloudwatchPort", &port);
+    set("VerifyCertificate", "false");
+    set("MetricsLevel", "none");
+    for (key, value) in settings {
+        set(key, value);
+    }
+    args
+}
+
+fn start_kpl(
+    java: &JavaInterop,
+    front: &TlsFront,
+    stream: &str,
+    name: &str,
+    settings: &[(&str, &str)],
+) -> JavaProcess {
+    // The warm-up record (`warmup`) loads the shard map first: the KPL sends
+    // records unaggregated while it has none.
+    let mut args = vec![
+        "--stream".to_owned(),
+        stream.to_owned(),
+        "--warmup".to_owned(),
+        "true".to_owned(),
+    ];
+    args.extend(kpl_settings(front, settings));
+    java.spawn("KplProducer", name, &args)
+        .expect("start the KPL")
+}
+
+fn kpl_results(kpl: &JavaProcess, count: usize) -> Vec<KplResult> {
+    let mut results: Vec<Option<KplResult>> = vec![None; count];
+    for line in kpl.events("result") {
+        let i = line["i"].as_u64().expect("i") as usize;
+        assert_eq!(
+            line["ok"],
+            true,
+            "the KPL failed record {i}: {line}\n{}",
+            kpl.log_tail(20)
+        );
+        results[i] = Some(KplResult {
+            sequence_number: str_of(&line, "seq"),
+            shard_id: str_of(&line, "shard"),
+        });
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| panic!("no KPL result for record {i}")))
+        .collect()
+}
+
+/// Runs the Java KCL's deaggregator (`AggregatorUtil`) on Kinesis records
+/// `(sequence number, partition key, explicit hash key, data)` for a shard
+/// with the whole hash key range.
+async fn java_deaggregate(
+    java: &JavaInterop,
+    records: &[(String, String, Option<String>, Bytes)],
+) -> Vec<Value> {
+    let mut process = java
+        .spawn("Deaggregate", "deaggregate", &[])
+        .expect("start Deaggregate");
+    let mut input = String::new();
+    for (seq, pk, ehk, data) in records {
+        input.push_str(&format!(
+            "{seq} {} {} {}\n",
+            B64.encode(pk.as_bytes()),
+            ehk.as_deref().unwrap_or("-"),
+            B64.encode(data)
+        ));
+    }
+    process.write(input.as_bytes()).await.expect("write");
+    process.close_stdin();
+    let status = process.wait(Duration::from_secs(60)).await.expect("exit");
+    assert!(status.success(), "Deaggregate: {}", process.log_tail(40));
+    process.events("record")
+}
+
+/// User records for the aggregation checks: shared and distinct partition
+/// keys (non-ASCII, up to 256 characters), explicit hash keys on some, empty
+/// and magic-prefixed payloads.
+fn aggregation_sample() -> Vec<UserRec> {
+    (0..400u32)
+        .map(|i| {
+            let partition_key = match i % 4 {
+                0 => "shared-key".to_owned(),
+                1 => format!("key-{i}"),
+                2 => format!("ключ-{}-🚀", i % 7),
+                _ => "k".repeat(1 + (i as usize * 13) % 256),
+            };
+            let explicit_hash_key = match i % 5 {
+                0 => Some(u128::MAX - u128::from(i)),
+                1 => Some(u128::from(i % 3)),
+                2 => Some(u128::from(i) << 100),
+                _ => None,
+            };
+            let data = match i % 6 {
+                0 => format!("{i}").into_bytes(),
+                1 => vec![0xF3, 0x89, 0x9A, 0xC2, 0, 1, (i % 256) as u8],
+                _ => format!("payload {i} ")
+                    .repeat((i as usize * 31) % 40 + 1)
+                    .into_bytes(),
+            };
+            UserRec {
+                partition_key,
+                explicit_hash_key,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Must-show 6: for the same user records with explicit hash keys, our
+/// aggregates decode with the Java KCL's `AggregatorUtil` to the same
+/// records, and the AWS KPL's aggregates decode with ours — and are, byte for
+/// byte, what our encoder makes of the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aggregates_decode_both_ways_with_the_java_originals() {
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("aggregates_decode_both_ways_with_the_java_originals") else {
+        return;
+    };
+    let records = aggregation_sample();
+
+    // Ours → AggregatorUtil.
+    let mut builder = AggregateBuilder::new();
+    let mut ours = Vec::new();
+    for record in &records {
+        let data = Bytes::from(record.data.clone());
+        if !builder.try_add(
+            &record.partition_key,
+            record.explicit_hash_key,
+            &data,
+            4_096,
+        ) {
+            ours.extend(builder.take());
+            builder.add(&record.partition_key, record.explicit_hash_key, &data);
+        }
+    }
+    ours.extend(builder.take());
+    assert!(ours.iter().filter(|r| r.user_records > 1).count() > 5);
+    let kinesis_records: Vec<_> = ours
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("{}", 1000 + i),
+                r.partition_key.clone(),
+                r.explicit_hash_key.clone(),
+                r.data.clone(),
+            )
+        })
+        .collect();
+    let decoded = java_deaggregate(&java, &kinesis_records).await;
+    assert_eq!(
+        decoded.len(),
+        records.len(),
+        "every user record, none dropped"
+    );
+    let mut expected_subseq: HashMap<String, u64> = HashMap::new();
+    for (got, want) in decoded.iter().zip(&records) {
+        assert_eq!(str_of(got, "pk"), want.partition_key);
+        assert_eq!(data_of(got), want.data);
+        assert_eq!(
+            got["ehk"].as_str().map(str::to_owned),
+            want.explicit_hash_key.map(|k| k.to_string()),
+            "{got}"
+        );
+        // Sub-sequence numbers: the index in the aggregate, as ours.
+        let seq = str_of(got, "seq");
+        let next = expected_subseq.entry(seq).or_default();
+        assert_eq!(got["subseq"].as_u64(), Some(*next), "{got}");
+        *next += 1;
+    }
+
+    // The AWS KPL → ours, on a one-shard stream (every hash key is in range).
+    let aws = LocalAws::start().await.expect("local AWS");
+    let front = TlsFront::start(&aws.endpoints().kinesis)
+        .await
+        .expect("TLS front");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("kpl-bytes");
+    resources::create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let results = run_kpl(
+        &java,
+        &front,
+        &stream,
+        "kpl-bytes",
+        &records,
+        &[("RecordMaxBufferedTime", "1000")],
+    )
+    .await;
+    let stored = resources::read_kinesis_records(&kinesis, &stream)
+        .await
+        .expect("read");
+    let mut aggregates = 0;
+    let mut decoded: Vec<(String, UserRec)> = Vec::new();
+    for (_, record) in &stored {
+        let data = Bytes::copy_from_slice(record.data().as_ref());
+        if data == WARMUP {
+            continue;
+        }
+        if let Ok(users) = decode_aggregate(&data) {
+            aggregates += 1;
+            // Byte for byte what our encoder makes of the same records.
+            let mut builder = AggregateBuilder::new();
+            for user in &users {
+                let ehk = user
+                    .explicit_hash_key
+                    .as_ref()
+                    .map(|k| k.parse::<u128>().expect("decimal hash key"));
+                builder.add(&user.partition_key, ehk, &user.data);
+            }
+            let rebuilt = builder.take().expect("records");
+            assert_eq!(
+                rebuilt.data, data,
+                "our encoding of the KPL aggregate's records differs from the KPL's bytes"
+            );
+        }
+        for user in deaggregate(record.partition_key().unwrap_or_default(), None, data) {
+            decoded.push((
+                record.sequence_number().to_owned(),
+                UserRec {
+                    partition_key: user.partition_key,
+                    explicit_hash_key: user.explicit_hash_key.map(|k| k.parse().expect("u128")),
+                    data: user.data.to_vec(),
+                },
+            ));
+        }
+    }
+    assert!(aggregates > 0, "the KPL aggregated");
+    assert_eq!(decoded.len(), records.len());
+    let mut by_record: HashMap<&UserRec, Vec<&str>> = HashMap::new();
+    for (seq, user) in &decoded {
+        by_record.entry(user).or_default().push(seq);
+    }
+    for (record, result) in records.iter().zip(&results) {
+        let seqs = by_record
+            .get(record)
+            .unwrap_or_else(|| panic!("{record:?} not decoded"));
+        assert!(
+            seqs.contains(&result.sequence_number.as_str()),
+            "{record:?}: the KPL reported {}, decoded under {seqs:?}",
+            result.sequence_number
+        );
+    }
+    eprintln!(
+        "KPL bytes: {} user records in {} Kinesis records ({aggregates} aggregates), \
+         identical to ours re-encoded",
+        records.len(),
+        stored.len()
+    );
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Must-show 1 records: mixed sizes (some above the KPL's 51,200-byte
+/// aggregate limit, sent alone), explicit hash keys on every seventh.
+fn kpl_to_ours_records(count: usize) -> Vec<UserRec> {
+    (0..count)
+        .map(|i| {
+            let size = if i % 500 == 7 {
+                60_000
+            } else {
+                20 + (i * 37) % 3_000
+            };
+            let mut data = format!("kpl-{i:06}|").into_bytes();
+            data.resize(size, b'a' + (i % 26) as u8);
+            UserRec {
+                partition_key: format!("pk-{}", i % 1009),
+                explicit_hash_key: (i % 7 == 0).then(|| {
+                    (i as u128)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+                        .rotate_left(17)
+                }),
+                data,
+            }
+        })
+        .collect()
+}
+
+/// The index `kpl-NNNNNN|` at the start of a payload.
+fn index_of(data: &[u8]) -> usize {
+    std::str::from_utf8(&data[4..10])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no index in {:?}", String::from_utf8_lossy(&data[..12])))
+}
+
+/// `(worker, shard, sequence, sub-sequence, data)` of every record a `kcl`
+/// processor saw.
+type Seen = Arc<Mutex<Vec<(String, String, String, u64, Bytes)>>>;
+
+/// A processor that keeps every record and checkpoints after each batch.
+struct Collector {
+    worker: String,
+    shard: String,
+    seen: Seen,
+}
+
+impl RecordProcessor for Collector {
+    async fn initialize(&mut self, _input: InitializationInput) {}
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput,
+        checkpointer: &mut Checkpointer,
+    ) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for record in &input.records {
+                seen.push((
+                    self.worker.clone(),
+                    self.shard.clone(),
+                    record.sequence_number.clone(),
+                    record.sub_sequence_number,
+                    record.data.clone(),
+                ));
+            }
+        }
+        let _ = checkpointer.checkpoint().await;
+    }
+    async fn lease_lost(&mut self) {}
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint_shard_end().await;
+    }
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        let _ = checkpointer.checkpoint().await;
+    }
+}
+
+fn consumer_config(app: &str, stream: &str, worker: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(app, stream, worker);
+    config.initial_position = StartingPosition::TrimHorizon;
+    config.failover_time = Duration::from_secs(3);
+    config.idle_time_between_reads = Duration::from_millis(100);
+    config.shard_sync_interval = Duration::from_secs(1);
+    config
+}
+
+fn start_collector(
+    sdk_config: &aws_config::SdkConfig,
+    config: ConsumerConfig,
+    seen: &Seen,
+) -> (kcl::scheduler::ShutdownHandle, tokio::task::JoinHandle<()>) {
+    let worker = config.worker_id.clone();
+    let seen = seen.clone();
+    let scheduler = Scheduler::new(sdk_config, config, move |shard: &str| Collector {
+        worker: worker.clone(),
+        shard: shard.to_owned(),
+        seen: seen.clone(),
+    });
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(async move {
+        scheduler.run().await.expect("scheduler");
+    });
+    (handle, task)
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Must-show 1: 20,000 records produced by the AWS KPL (aggregation on, 4
+/// shards, mixed sizes, some explicit hash keys) are consumed by `kcl` —
+/// every record, matched by payload, with the sequence number and shard the
+/// KPL reported — and archived by the connector exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kpl_records_are_consumed_by_kcl_and_archived_exactly_once() {
+    const COUNT: usize = 20_000;
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("kpl_records_are_consumed_by_kcl_and_archived_exactly_once")
+    else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let front = TlsFront::start(&aws.endpoints().kinesis)
+        .await
+        .expect("TLS front");
+    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 4)
+        .await
+        .expect("stream and bucket");
+    let records = kpl_to_ours_records(COUNT);
+    let started = Instant::now();
+    let results = run_kpl(&java, &front, &stream, "kpl-20k", &records, &[]).await;
+    let produced_in = started.elapsed();
+    let shards: HashSet<&str> = results.iter().map(|r| r.shard_id.as_str()).collect();
+    assert_eq!(shards.len(), 4, "the KPL wrote to every shard");
+
+    // kcl and the connector read the stream at the same time.
+    let seen: Seen = Arc::default();
+    let app = unique_name("kpl-to-kcl");
+    let (consumer, consumer_task) = start_collector(
+        aws.sdk_config(),
+        consumer_config(&app, &stream, "ours-1"),
+        &seen,
+    );
+    let buffer = tempfile::tempdir().expect("tempdir");
+    let archiver = unique_name("kpl-archiver");
+    let connector = common::connector(&aws, &archiver, &stream, &bucket, "kpl", buffer.path())
+        .max_object_age(Duration::from_secs(2))
+        .build()
+        .expect("connector");
+    let snapshot =
+        common::run_until_uploaded(connector, COUNT as u64 + 1, Duration::from_secs(120)).await;
+    wait_until("kcl to see every record", Duration::from_secs(60), || {
+        seen.lock().map(|s| s.len() > COUNT).unwrap_or(false)
+    })
+    .await;
+    consumer.graceful().await;
+    consumer_task.await.expect("consumer");
+
+    // kcl: every record once, under the KPL's sequence number and shard.
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.len(),
+        COUNT + 1,
+        "kcl saw each record (and the warm-up) once"
+    );
+    let mut delivered = vec![0u32; COUNT];
+    let mut positions = HashSet::new();
+    for (_, shard, seq, subseq, data) in seen.iter().filter(|r| r.4 != WARMUP) {
+        let i = index_of(data);
+        delivered[i] += 1;
+        assert_eq!(data.as_ref(), records[i].data.as_slice(), "payload of {i}");
+        assert_eq!(seq, &results[i].sequence_number, "sequence number of {i}");
+        assert_eq!(shard, &results[i].shard_id, "shard of {i}");
+        assert!(positions.insert((seq.clone(), *subseq)), "position reused");
+    }
+    assert!(delivered.iter().all(|n| *n == 1));
+
+    // The connector: every record in exactly one archived line.
+    assert_eq!(snapshot.records_uploaded, COUNT as u64 + 1, "{snapshot}");
+    let s3 = aws.s3_client();
+    let mut archived = vec![0u32; COUNT];
+    for key in resources::list_keys(&s3, &bucket, "kpl/")
+        .await
+        .expect("list")
+    {
+        let body = resources::get_object(&s3, &bucket, &key)
+            .await
+            .expect("get");
+        let text = connector_s3::compress::Compression::from_key(&key)
+            .decompress_all(&body)
+            .expect("decompress");
+        for line in String::from_utf8(text).expect("utf-8").lines() {
+            let record: connector_s3::transform::JsonRecord =
+                serde_json::from_str(line).expect("JSON line");
+            let data = record.payload().expect("payload");
+            if data == WARMUP {
+                continue;
+            }
+            let i = index_of(&data);
+            archived[i] += 1;
+            assert_eq!(data, records[i].data, "archived payload of {i}");
+            assert_eq!(record.sequence_number, results[i].sequence_number);
+        }
+    }
+    let missing = archived.iter().filter(|n| **n == 0).count();
+    let repeated = archived.iter().filter(|n| **n > 1).count();
+    assert_eq!((missing, repeated), (0, 0), "archived exactly once");
+    eprintln!(
+        "KPL → kcl + connector: {COUNT} records produced by the AWS KPL in {produced_in:?}, \
+         all consumed and archived once (total {:?})",
+        started.elapsed()
+    );
+    resources::delete_stream(&aws.kinesis_client(), &stream)
+        .await
+        .ok();
+}
