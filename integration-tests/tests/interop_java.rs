@@ -7,7 +7,7 @@
 //! or `mvn` is missing; when both are there and the Java side is not built,
 //! it fails with the command to run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -416,15 +416,40 @@ fn index_of(data: &[u8]) -> usize {
         .unwrap_or_else(|| panic!("no index in {:?}", String::from_utf8_lossy(&data[..12])))
 }
 
-/// `(worker, shard, sequence, sub-sequence, data)` of every record a `kcl`
-/// processor saw.
-type Seen = Arc<Mutex<Vec<(String, String, String, u64, Bytes)>>>;
+/// A record a `kcl` processor saw.
+#[derive(Debug, Clone)]
+struct SeenRecord {
+    worker: String,
+    shard: String,
+    sequence_number: String,
+    sub_sequence_number: u64,
+    data: Bytes,
+    /// When it was processed (epoch milliseconds).
+    at_millis: u64,
+}
 
-/// A processor that keeps every record and checkpoints after each batch.
+/// Every record the `kcl` processors of a test saw.
+type Seen = Arc<Mutex<Vec<SeenRecord>>>;
+/// The checkpoint each `kcl` processor wrote at its limit, by shard.
+type LimitCheckpoints = Arc<Mutex<HashMap<String, (String, u64)>>>;
+
+fn epoch_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A processor that keeps every record and checkpoints after each batch; with
+/// a `limit`, it processes only the shard's first `limit` records it sees,
+/// checkpoints at the last of them (inside an aggregate, when it falls
+/// there) and ignores the rest.
 struct Collector {
     worker: String,
     shard: String,
     seen: Seen,
+    limit: u64,
+    count: u64,
+    at_limit: LimitCheckpoints,
 }
 
 impl RecordProcessor for Collector {
@@ -434,25 +459,51 @@ impl RecordProcessor for Collector {
         input: ProcessRecordsInput,
         checkpointer: &mut Checkpointer,
     ) {
+        let mut limit_record = None;
+        let mut processed = 0;
         if let Ok(mut seen) = self.seen.lock() {
             for record in &input.records {
-                seen.push((
-                    self.worker.clone(),
-                    self.shard.clone(),
-                    record.sequence_number.clone(),
-                    record.sub_sequence_number,
-                    record.data.clone(),
-                ));
+                if self.count >= self.limit {
+                    break;
+                }
+                self.count += 1;
+                processed += 1;
+                seen.push(SeenRecord {
+                    worker: self.worker.clone(),
+                    shard: self.shard.clone(),
+                    sequence_number: record.sequence_number.clone(),
+                    sub_sequence_number: record.sub_sequence_number,
+                    data: record.data.clone(),
+                    at_millis: epoch_millis(),
+                });
+                if self.count == self.limit {
+                    limit_record = Some(record.clone());
+                }
             }
         }
-        let _ = checkpointer.checkpoint().await;
+        if let Some(record) = limit_record {
+            checkpointer
+                .checkpoint_at(&record)
+                .await
+                .expect("checkpoint at the limit");
+            if let Ok(mut at_limit) = self.at_limit.lock() {
+                at_limit.insert(
+                    self.shard.clone(),
+                    (record.sequence_number.clone(), record.sub_sequence_number),
+                );
+            }
+        } else if processed > 0 && self.count < self.limit {
+            let _ = checkpointer.checkpoint().await;
+        }
     }
     async fn lease_lost(&mut self) {}
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
         let _ = checkpointer.checkpoint_shard_end().await;
     }
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
-        let _ = checkpointer.checkpoint().await;
+        if self.count < self.limit {
+            let _ = checkpointer.checkpoint().await;
+        }
     }
 }
 
@@ -470,12 +521,28 @@ fn start_collector(
     config: ConsumerConfig,
     seen: &Seen,
 ) -> (kcl::scheduler::ShutdownHandle, tokio::task::JoinHandle<()>) {
+    start_limited(sdk_config, config, seen, u64::MAX, &LimitCheckpoints::default())
+}
+
+/// A `kcl` worker whose processors stop at `limit` records per shard (see
+/// [`Collector`]).
+fn start_limited(
+    sdk_config: &aws_config::SdkConfig,
+    config: ConsumerConfig,
+    seen: &Seen,
+    limit: u64,
+    at_limit: &LimitCheckpoints,
+) -> (kcl::scheduler::ShutdownHandle, tokio::task::JoinHandle<()>) {
     let worker = config.worker_id.clone();
     let seen = seen.clone();
+    let at_limit = at_limit.clone();
     let scheduler = Scheduler::new(sdk_config, config, move |shard: &str| Collector {
         worker: worker.clone(),
         shard: shard.to_owned(),
         seen: seen.clone(),
+        limit,
+        count: 0,
+        at_limit: at_limit.clone(),
     });
     let handle = scheduler.shutdown_handle();
     let task = tokio::spawn(async move {
@@ -550,13 +617,19 @@ async fn kpl_records_are_consumed_by_kcl_and_archived_exactly_once() {
     );
     let mut delivered = vec![0u32; COUNT];
     let mut positions = HashSet::new();
-    for (_, shard, seq, subseq, data) in seen.iter().filter(|r| r.4 != WARMUP) {
-        let i = index_of(data);
+    for record in seen.iter().filter(|r| r.data != WARMUP) {
+        let i = index_of(&record.data);
         delivered[i] += 1;
-        assert_eq!(data.as_ref(), records[i].data.as_slice(), "payload of {i}");
-        assert_eq!(seq, &results[i].sequence_number, "sequence number of {i}");
-        assert_eq!(shard, &results[i].shard_id, "shard of {i}");
-        assert!(positions.insert((seq.clone(), *subseq)), "position reused");
+        assert_eq!(record.data.as_ref(), records[i].data.as_slice(), "payload of {i}");
+        assert_eq!(
+            record.sequence_number, results[i].sequence_number,
+            "sequence number of {i}"
+        );
+        assert_eq!(record.shard, results[i].shard_id, "shard of {i}");
+        assert!(
+            positions.insert((record.sequence_number.clone(), record.sub_sequence_number)),
+            "position reused"
+        );
     }
     assert!(delivered.iter().all(|n| *n == 1));
 
@@ -750,5 +823,341 @@ async fn our_records_are_all_delivered_to_the_java_kcl() {
         "kpl → Java KCL: {COUNT} records, all delivered once in {:?}",
         started.elapsed()
     );
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Small records (20 to 520 bytes) that aggregate by the hundred, so that a
+/// checkpoint after a fixed count lands inside an aggregate.
+fn small_records(count: usize) -> Vec<UserRec> {
+    (0..count)
+        .map(|i| {
+            let mut data = format!("kpl-{i:06}|").into_bytes();
+            data.resize(20 + (i * 37) % 500, b'a' + (i % 26) as u8);
+            UserRec {
+                partition_key: format!("pk-{}", i % 211),
+                explicit_hash_key: None,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// A Kinesis position, ordered: sequence numbers are decimal strings of up
+/// to 128 bits (shorter is smaller).
+fn position(sequence_number: &str, sub_sequence_number: u64) -> (usize, String, u64) {
+    (
+        sequence_number.len(),
+        sequence_number.to_owned(),
+        sub_sequence_number,
+    )
+}
+
+/// The lease table's checkpoints `(shard, checkpoint, sub-sequence)`.
+async fn lease_checkpoints(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> BTreeMap<String, (String, u64)> {
+    let items = dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan the lease table")
+        .items
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|item| {
+            let key = item.get("leaseKey")?.as_s().ok()?.clone();
+            let checkpoint = item.get("checkpoint")?.as_s().ok()?.clone();
+            let sub = item
+                .get("checkpointSubSequenceNumber")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Some((key, (checkpoint, sub)))
+        })
+        .collect()
+}
+
+/// The lease table's owners, by lease key (`None`: unowned).
+async fn lease_owners(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> BTreeMap<String, Option<String>> {
+    let Ok(answer) = dynamodb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+    else {
+        return BTreeMap::new();
+    };
+    answer
+        .items
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            let key = item.get("leaseKey")?.as_s().ok()?.clone();
+            let owner = item
+                .get("leaseOwner")
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            Some((key, owner))
+        })
+        .collect()
+}
+
+/// Checks a hand-over at checkpoints: the first consumer delivered `before`
+/// (each shard's records up to and including `checkpoints[shard]`), the
+/// second `after`; every record delivered, none by the second at or before
+/// the first's checkpoint, none twice, and at least one checkpoint inside an
+/// aggregate (the second resumed at the next sub-record of the same Kinesis
+/// record). `(shard, seq, subseq, index)` per delivery.
+fn check_handover(
+    count: usize,
+    checkpoints: &HashMap<String, (String, u64)>,
+    before: &[(String, String, u64, usize)],
+    after: &[(String, String, u64, usize)],
+) {
+    let mut delivered = vec![0u32; count];
+    for (shard, seq, sub, i) in before {
+        let (at, at_sub) = &checkpoints[shard];
+        assert!(
+            position(seq, *sub) <= position(at, *at_sub),
+            "first consumer: {shard} {seq}/{sub} after its own checkpoint {at}/{at_sub}"
+        );
+        delivered[*i] += 1;
+    }
+    let mut resumed_inside = 0;
+    for shard in checkpoints.keys() {
+        let (at, at_sub) = &checkpoints[shard];
+        let first = after
+            .iter()
+            .filter(|(s, ..)| s == shard)
+            .map(|(_, seq, sub, _)| position(seq, *sub))
+            .min()
+            .unwrap_or_else(|| panic!("nothing delivered after the checkpoint of {shard}"));
+        assert!(
+            first > position(at, *at_sub),
+            "{shard}: the second consumer repeated {first:?}, at or before the checkpoint {at}/{at_sub}"
+        );
+        if first == position(at, at_sub + 1) {
+            resumed_inside += 1;
+        }
+    }
+    for (.., i) in after {
+        delivered[*i] += 1;
+    }
+    let missing: Vec<usize> = (0..count).filter(|i| delivered[*i] == 0).collect();
+    let repeated: Vec<usize> = (0..count).filter(|i| delivered[*i] > 1).collect();
+    assert!(missing.is_empty(), "lost: {} records, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(repeated.is_empty(), "repeated: {} records, e.g. {:?}", repeated.len(), &repeated[..repeated.len().min(5)]);
+    assert!(
+        resumed_inside > 0,
+        "no checkpoint fell inside an aggregate: {checkpoints:?}"
+    );
+    eprintln!(
+        "hand-over: {} + {} records, {resumed_inside}/{} shards resumed inside an aggregate",
+        before.len(),
+        after.len(),
+        checkpoints.len()
+    );
+}
+
+/// `(shard, seq, subseq, index)` of the Java side's record lines.
+fn java_records(lines: &[Value]) -> Vec<(String, String, u64, usize)> {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "record")
+        .map(|l| {
+            (
+                str_of(l, "shard"),
+                str_of(l, "seq"),
+                l["subseq"].as_u64().expect("subseq"),
+                index_of(&data_of(l)),
+            )
+        })
+        .collect()
+}
+
+/// Must-show 3: a Java KCL application consumes part of a 4-shard stream,
+/// checkpoints (inside aggregates too) and stops; `kcl` with the same
+/// application name continues from those checkpoints: nothing lost, nothing
+/// before a checkpoint repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcl_continues_from_the_java_kcl_checkpoints() {
+    const COUNT: usize = 8_000;
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("kcl_continues_from_the_java_kcl_checkpoints") else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("java-then-ours");
+    resources::create_stream(&kinesis, &stream, 4)
+        .await
+        .expect("stream");
+    let records = small_records(COUNT);
+    let producer = common::producer(&aws, &stream);
+    produce_with_ours(&producer, &stream, &records).await;
+    producer.shutdown().await.expect("producer shutdown");
+
+    let app = unique_name("java-first");
+    let mut worker = start_java_kcl(
+        &java,
+        &aws.endpoints().kinesis,
+        &aws.endpoints().dynamodb,
+        &stream,
+        &app,
+        "java-1",
+        Duration::from_secs(3),
+        &["--limit", "777"],
+    );
+    worker
+        .wait_until(
+            "the Java KCL to reach its limit on every shard",
+            Duration::from_secs(90),
+            |lines| lines.iter().filter(|l| l["event"] == "limit").count() == 4,
+        )
+        .await
+        .expect("limits");
+    stop_java_kcl(&mut worker).await;
+    let lines = worker.lines();
+    let mut checkpoints = HashMap::new();
+    for line in lines.iter().filter(|l| l["event"] == "checkpoint") {
+        assert!(line.get("error").is_none(), "Java checkpoint failed: {line}");
+        checkpoints.insert(
+            str_of(line, "shard"),
+            (str_of(line, "seq"), line["subseq"].as_u64().expect("subseq")),
+        );
+    }
+    assert_eq!(checkpoints.len(), 4);
+    let table = lease_checkpoints(&aws.dynamodb_client(), &app).await;
+    for (shard, checkpoint) in &checkpoints {
+        assert_eq!(table.get(shard), Some(checkpoint), "lease table of {shard}");
+    }
+
+    let seen: Seen = Arc::default();
+    let (consumer, task) = start_collector(
+        aws.sdk_config(),
+        consumer_config(&app, &stream, "ours-1"),
+        &seen,
+    );
+    let expected_after = COUNT - 4 * 777;
+    wait_until("kcl to read the rest", Duration::from_secs(60), || {
+        seen.lock().map(|s| s.len() >= expected_after).unwrap_or(false)
+    })
+    .await;
+    // A moment for anything repeated to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    consumer.graceful().await;
+    task.await.expect("consumer");
+    let after: Vec<_> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| {
+            (
+                r.shard.clone(),
+                r.sequence_number.clone(),
+                r.sub_sequence_number,
+                index_of(&r.data),
+            )
+        })
+        .collect();
+    check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Must-show 4: `kcl` consumes part of a 4-shard stream, checkpoints (inside
+/// aggregates too) and stops; the Java KCL with the same application name
+/// starts at those checkpoints: nothing lost, nothing before a checkpoint
+/// repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_java_kcl_continues_from_kcl_checkpoints() {
+    const COUNT: usize = 8_000;
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("the_java_kcl_continues_from_kcl_checkpoints") else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("ours-then-java");
+    resources::create_stream(&kinesis, &stream, 4)
+        .await
+        .expect("stream");
+    let records = small_records(COUNT);
+    let producer = common::producer(&aws, &stream);
+    produce_with_ours(&producer, &stream, &records).await;
+    producer.shutdown().await.expect("producer shutdown");
+
+    let app = unique_name("ours-first");
+    let seen: Seen = Arc::default();
+    let at_limit = LimitCheckpoints::default();
+    let (consumer, task) = start_limited(
+        aws.sdk_config(),
+        consumer_config(&app, &stream, "ours-1"),
+        &seen,
+        777,
+        &at_limit,
+    );
+    wait_until("kcl to reach its limit on every shard", Duration::from_secs(60), || {
+        at_limit.lock().map(|c| c.len() == 4).unwrap_or(false)
+    })
+    .await;
+    consumer.graceful().await;
+    task.await.expect("consumer");
+    let checkpoints = at_limit.lock().expect("lock").clone();
+    let table = lease_checkpoints(&aws.dynamodb_client(), &app).await;
+    for (shard, checkpoint) in &checkpoints {
+        assert_eq!(table.get(shard), Some(checkpoint), "lease table of {shard}");
+    }
+    let before: Vec<_> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| {
+            (
+                r.shard.clone(),
+                r.sequence_number.clone(),
+                r.sub_sequence_number,
+                index_of(&r.data),
+            )
+        })
+        .collect();
+
+    let mut worker = start_java_kcl(
+        &java,
+        &aws.endpoints().kinesis,
+        &aws.endpoints().dynamodb,
+        &stream,
+        &app,
+        "java-1",
+        Duration::from_secs(3),
+        &[],
+    );
+    let expected_after = COUNT - 4 * 777;
+    worker
+        .wait_until(
+            "the Java KCL to read the rest",
+            Duration::from_secs(90),
+            |lines| lines.iter().filter(|l| l["event"] == "record").count() >= expected_after,
+        )
+        .await
+        .expect("rest");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_java_kcl(&mut worker).await;
+    let lines = worker.lines();
+    // The Java KCL was handed our checkpoints.
+    for line in lines.iter().filter(|l| l["event"] == "initialize") {
+        let shard = str_of(line, "shard");
+        let (seq, sub) = &checkpoints[&shard];
+        assert_eq!(&str_of(line, "seq"), seq, "{line}");
+        assert_eq!(line["subseq"].as_u64(), Some(*sub), "{line}");
+    }
+    check_handover(COUNT, &checkpoints, &before, &java_records(&lines));
     resources::delete_stream(&kinesis, &stream).await.ok();
 }
