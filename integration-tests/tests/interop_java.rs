@@ -521,7 +521,13 @@ fn start_collector(
     config: ConsumerConfig,
     seen: &Seen,
 ) -> (kcl::scheduler::ShutdownHandle, tokio::task::JoinHandle<()>) {
-    start_limited(sdk_config, config, seen, u64::MAX, &LimitCheckpoints::default())
+    start_limited(
+        sdk_config,
+        config,
+        seen,
+        u64::MAX,
+        &LimitCheckpoints::default(),
+    )
 }
 
 /// A `kcl` worker whose processors stop at `limit` records per shard (see
@@ -620,7 +626,11 @@ async fn kpl_records_are_consumed_by_kcl_and_archived_exactly_once() {
     for record in seen.iter().filter(|r| r.data != WARMUP) {
         let i = index_of(&record.data);
         delivered[i] += 1;
-        assert_eq!(record.data.as_ref(), records[i].data.as_slice(), "payload of {i}");
+        assert_eq!(
+            record.data.as_ref(),
+            records[i].data.as_slice(),
+            "payload of {i}"
+        );
         assert_eq!(
             record.sequence_number, results[i].sequence_number,
             "sequence number of {i}"
@@ -717,7 +727,11 @@ async fn stop_java_kcl(worker: &mut JavaProcess) {
         .wait(Duration::from_secs(60))
         .await
         .expect("Java KCL exit");
-    assert!(status.success(), "Java KCL: {status}\n{}", worker.log_tail(40));
+    assert!(
+        status.success(),
+        "Java KCL: {status}\n{}",
+        worker.log_tail(40)
+    );
 }
 
 /// Records produced by our `kpl`, in input order: the producer's
@@ -729,11 +743,8 @@ async fn produce_with_ours(
 ) -> Vec<(String, String, u64)> {
     let mut pending = Vec::with_capacity(records.len());
     for record in records {
-        let mut user = kpl::UserRecord::new(
-            stream,
-            record.partition_key.clone(),
-            record.data.clone(),
-        );
+        let mut user =
+            kpl::UserRecord::new(stream, record.partition_key.clone(), record.data.clone());
         if let Some(key) = record.explicit_hash_key {
             user = user.with_explicit_hash_key(key);
         }
@@ -816,7 +827,11 @@ async fn our_records_are_all_delivered_to_the_java_kcl() {
         let (shard, seq, subseq) = &results[i];
         assert_eq!(&str_of(line, "shard"), shard, "shard of {i}");
         assert_eq!(&str_of(line, "seq"), seq, "sequence number of {i}");
-        assert_eq!(line["subseq"].as_u64(), Some(*subseq), "sub-sequence of {i}");
+        assert_eq!(
+            line["subseq"].as_u64(),
+            Some(*subseq),
+            "sub-sequence of {i}"
+        );
         assert_eq!(str_of(line, "pk"), records[i].partition_key);
     }
     eprintln!(
@@ -901,10 +916,7 @@ async fn lease_owners(
         .iter()
         .filter_map(|item| {
             let key = item.get("leaseKey")?.as_s().ok()?.clone();
-            let owner = item
-                .get("leaseOwner")
-                .and_then(|v| v.as_s().ok())
-                .cloned();
+            let owner = item.get("leaseOwner").and_then(|v| v.as_s().ok()).cloned();
             Some((key, owner))
         })
         .collect()
@@ -953,8 +965,18 @@ fn check_handover(
     }
     let missing: Vec<usize> = (0..count).filter(|i| delivered[*i] == 0).collect();
     let repeated: Vec<usize> = (0..count).filter(|i| delivered[*i] > 1).collect();
-    assert!(missing.is_empty(), "lost: {} records, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(repeated.is_empty(), "repeated: {} records, e.g. {:?}", repeated.len(), &repeated[..repeated.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "lost: {} records, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        repeated.is_empty(),
+        "repeated: {} records, e.g. {:?}",
+        repeated.len(),
+        &repeated[..repeated.len().min(5)]
+    );
     assert!(
         resumed_inside > 0,
         "no checkpoint fell inside an aggregate: {checkpoints:?}"
@@ -1028,10 +1050,16 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
     let lines = worker.lines();
     let mut checkpoints = HashMap::new();
     for line in lines.iter().filter(|l| l["event"] == "checkpoint") {
-        assert!(line.get("error").is_none(), "Java checkpoint failed: {line}");
+        assert!(
+            line.get("error").is_none(),
+            "Java checkpoint failed: {line}"
+        );
         checkpoints.insert(
             str_of(line, "shard"),
-            (str_of(line, "seq"), line["subseq"].as_u64().expect("subseq")),
+            (
+                str_of(line, "seq"),
+                line["subseq"].as_u64().expect("subseq"),
+            ),
         );
     }
     assert_eq!(checkpoints.len(), 4);
@@ -1048,7 +1076,9 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
     );
     let expected_after = COUNT - 4 * 777;
     wait_until("kcl to read the rest", Duration::from_secs(60), || {
-        seen.lock().map(|s| s.len() >= expected_after).unwrap_or(false)
+        seen.lock()
+            .map(|s| s.len() >= expected_after)
+            .unwrap_or(false)
     })
     .await;
     // A moment for anything repeated to show.
@@ -1104,9 +1134,11 @@ async fn the_java_kcl_continues_from_kcl_checkpoints() {
         777,
         &at_limit,
     );
-    wait_until("kcl to reach its limit on every shard", Duration::from_secs(60), || {
-        at_limit.lock().map(|c| c.len() == 4).unwrap_or(false)
-    })
+    wait_until(
+        "kcl to reach its limit on every shard",
+        Duration::from_secs(60),
+        || at_limit.lock().map(|c| c.len() == 4).unwrap_or(false),
+    )
     .await;
     consumer.graceful().await;
     task.await.expect("consumer");
@@ -1159,5 +1191,299 @@ async fn the_java_kcl_continues_from_kcl_checkpoints() {
         assert_eq!(line["subseq"].as_u64(), Some(*sub), "{line}");
     }
     check_handover(COUNT, &checkpoints, &before, &java_records(&lines));
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Owners seen in the lease table over time, polled every 250 ms.
+#[derive(Debug, Default)]
+struct OwnerLog {
+    /// Ownership changes per lease (a lease's first owner is not a change).
+    moves: BTreeMap<String, u32>,
+    last: BTreeMap<String, Option<String>>,
+}
+
+impl OwnerLog {
+    fn observe(&mut self, owners: BTreeMap<String, Option<String>>) {
+        for (key, owner) in &owners {
+            if let Some(Some(before)) = self.last.get(key)
+                && owner.as_ref().is_some_and(|now| now != before)
+            {
+                *self.moves.entry(key.clone()).or_default() += 1;
+            }
+        }
+        for (key, owner) in owners {
+            if owner.is_some() || !self.last.contains_key(&key) {
+                self.last.insert(key, owner);
+            }
+        }
+    }
+
+    fn count(&self, worker: &str) -> usize {
+        self.last
+            .values()
+            .filter(|owner| owner.as_deref() == Some(worker))
+            .count()
+    }
+}
+
+/// Polls the lease table until `done(owners)` holds; returns how long it
+/// took.
+async fn wait_for_owners(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    log: &Mutex<OwnerLog>,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&OwnerLog) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let owners = lease_owners(dynamodb, table).await;
+        let mut log = log.lock().expect("lock");
+        log.observe(owners);
+        if done(&log) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting for {what}: {:?}",
+            log.last
+        );
+        drop(log);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Must-show 5: one Java KCL worker and one `kcl` worker share a 4-shard
+/// application: the leases balance 2/2, every record is processed, each
+/// shard by one worker at a time (apart from the window around a lease move);
+/// a worker killed without releasing its leases (the Java one, then ours) has
+/// all its shards taken by the other within the failover time plus one
+/// lease-taking interval and a margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_fleet_balances_and_fails_over() {
+    const FAILOVER: Duration = Duration::from_secs(3);
+    const MARGIN: Duration = Duration::from_secs(2);
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("a_mixed_fleet_balances_and_fails_over") else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let dynamodb = aws.dynamodb_client();
+    let stream = unique_name("mixed-fleet");
+    resources::create_stream(&kinesis, &stream, 4)
+        .await
+        .expect("stream");
+    let app = unique_name("mixed-app");
+
+    // Records keep coming during the whole test (about 400 a second).
+    let producer = common::producer(&aws, &stream);
+    let (stop_producing, mut stop) = tokio::sync::watch::channel(false);
+    let writer = {
+        let producer = producer.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut i = 0usize;
+            while !*stop.borrow() {
+                for _ in 0..40 {
+                    let mut data = format!("kpl-{i:06}|").into_bytes();
+                    data.resize(20 + (i * 37) % 300, b'a' + (i % 26) as u8);
+                    let record =
+                        kpl::UserRecord::new(stream.as_str(), format!("pk-{}", i % 211), data);
+                    pending.push(producer.add_user_record(record).await.expect("accepted"));
+                    i += 1;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            for result in pending {
+                result.await.expect("stored");
+            }
+            i
+        })
+    };
+
+    let endpoints = aws.endpoints().clone();
+    let owners = Mutex::new(OwnerLog::default());
+    let mut java_1 = start_java_kcl(
+        &java,
+        &endpoints.kinesis,
+        &endpoints.dynamodb,
+        &stream,
+        &app,
+        "java-1",
+        FAILOVER,
+        &[],
+    );
+    wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "java-1 to hold 4 leases",
+        Duration::from_secs(60),
+        |log| log.count("java-1") == 4,
+    )
+    .await;
+    let seen: Seen = Arc::default();
+    let mut config = consumer_config(&app, &stream, "ours-1");
+    config.failover_time = FAILOVER;
+    let (_ours_handle, ours_task) = start_collector(aws.sdk_config(), config, &seen);
+    let balanced = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "2/2 (java-1, ours-1)",
+        Duration::from_secs(60),
+        |log| log.count("java-1") == 2 && log.count("ours-1") == 2,
+    )
+    .await;
+    // Balanced for good: still 2/2 after two Java lease-taking intervals.
+    tokio::time::sleep(2 * (FAILOVER + Duration::from_millis(25)) + Duration::from_secs(1)).await;
+    wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "still 2/2",
+        Duration::from_millis(1),
+        |log| log.count("java-1") == 2 && log.count("ours-1") == 2,
+    )
+    .await;
+
+    // Kill the Java worker: ours takes its shards within failover + one of
+    // our lease-taking intervals (failover / 3) + margin.
+    java_1.kill().await;
+    let java_taken = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "ours-1 to take every lease",
+        Duration::from_secs(30),
+        |log| log.count("ours-1") == 4,
+    )
+    .await;
+    let ours_bound = FAILOVER + FAILOVER / 3 + MARGIN;
+    assert!(
+        java_taken <= ours_bound,
+        "ours took over in {java_taken:?} > {ours_bound:?}"
+    );
+
+    // A new Java worker joins; then ours is killed: the Java worker takes
+    // every shard within failover + one Java lease-taking interval
+    // (2 × (failover + epsilon)) + margin.
+    let mut java_2 = start_java_kcl(
+        &java,
+        &endpoints.kinesis,
+        &endpoints.dynamodb,
+        &stream,
+        &app,
+        "java-2",
+        FAILOVER,
+        &[],
+    );
+    wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "2/2 (java-2, ours-1)",
+        Duration::from_secs(60),
+        |log| log.count("java-2") == 2 && log.count("ours-1") == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ours_task.abort();
+    let _ = ours_task.await;
+    let ours_taken = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "java-2 to take every lease",
+        Duration::from_secs(40),
+        |log| log.count("java-2") == 4,
+    )
+    .await;
+    // The Java taker judges expiry only at its scans, every
+    // 2 × (failover + epsilon): a renewal seen at one scan makes the lease
+    // expire at the scan after next, so its worst case is two intervals
+    // (12.05 s here), whatever the failover time; the margin covers that.
+    let java_interval = 2 * (FAILOVER + Duration::from_millis(25));
+    let java_bound = FAILOVER + java_interval + (java_interval - FAILOVER) + MARGIN;
+    assert!(
+        ours_taken <= java_bound,
+        "the Java KCL took over in {ours_taken:?} > {java_bound:?}"
+    );
+
+    // Every record produced is processed.
+    let _ = stop_producing.send(true);
+    let produced = writer.await.expect("writer");
+    producer.shutdown().await.expect("producer shutdown");
+    let ours: Vec<SeenRecord> = seen.lock().expect("lock").clone();
+    let delivered_by_ours: HashSet<usize> = ours.iter().map(|r| index_of(&r.data)).collect();
+    java_2
+        .wait_until("every record processed", Duration::from_secs(60), |lines| {
+            let mut all = delivered_by_ours.clone();
+            all.extend(
+                lines
+                    .iter()
+                    .filter(|l| l["event"] == "record")
+                    .map(|l| index_of(&data_of(l))),
+            );
+            all.extend(
+                java_1
+                    .lines()
+                    .iter()
+                    .filter(|l| l["event"] == "record")
+                    .map(|l| index_of(&data_of(l))),
+            );
+            (0..produced).all(|i| all.contains(&i))
+        })
+        .await
+        .expect("processed");
+    stop_java_kcl(&mut java_2).await;
+
+    // One worker at a time per shard: in time order, a shard's deliveries
+    // switch workers only around its lease moves.
+    let mut deliveries: BTreeMap<String, Vec<(u64, String, usize)>> = BTreeMap::new();
+    for r in &ours {
+        deliveries.entry(r.shard.clone()).or_default().push((
+            r.at_millis,
+            r.worker.clone(),
+            index_of(&r.data),
+        ));
+    }
+    for process in [&java_1, &java_2] {
+        for l in process.lines().iter().filter(|l| l["event"] == "record") {
+            deliveries.entry(str_of(l, "shard")).or_default().push((
+                l["t"].as_u64().expect("t"),
+                str_of(l, "worker"),
+                index_of(&data_of(l)),
+            ));
+        }
+    }
+    let moves = owners.lock().expect("lock").moves.clone();
+    let mut repeated = 0;
+    let mut counts: HashMap<usize, u32> = HashMap::new();
+    for (shard, list) in &mut deliveries {
+        list.sort();
+        let switches = list.windows(2).filter(|w| w[0].1 != w[1].1).count() as u32;
+        let moved = moves.get(shard).copied().unwrap_or(0);
+        assert!(
+            switches <= 2 * moved + 1,
+            "{shard}: deliveries switched workers {switches} times for {moved} lease moves"
+        );
+        for (.., i) in list.iter() {
+            *counts.entry(*i).or_default() += 1;
+        }
+    }
+    repeated += counts.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "mixed fleet: {produced} records; balanced 2/2 in {balanced:?}; Java killed → ours took \
+         all in {java_taken:?} (bound {ours_bound:?}); ours killed → Java took all in \
+         {ours_taken:?} (bound {java_bound:?}); lease moves {moves:?}; {repeated} records \
+         delivered twice (around lease moves)"
+    );
     resources::delete_stream(&kinesis, &stream).await.ok();
 }
