@@ -703,11 +703,11 @@ async fn kpl_records_are_consumed_by_kcl_and_archived_exactly_once() {
 
 /// Starts a Java KCL 2.x worker (`KclConsumer`, polling) of application
 /// `app` on `stream`, with short timings (failover `failover`), against the
-/// embedded Kinesis and `dynamodb`; `extra` are more `--key value` options.
+/// Kinesis and DynamoDB of `endpoints`; `extra` are more `--key value`
+/// options.
 fn start_java_kcl(
     java: &JavaInterop,
-    kinesis: &str,
-    dynamodb: &str,
+    endpoints: &integration_tests::Endpoints,
     stream: &str,
     app: &str,
     worker: &str,
@@ -722,9 +722,9 @@ fn start_java_kcl(
         "--worker",
         worker,
         "--kinesis",
-        kinesis,
+        &endpoints.kinesis,
         "--dynamodb",
-        dynamodb,
+        &endpoints.dynamodb,
         "--idle-ms",
         "200",
     ]
@@ -817,8 +817,7 @@ async fn our_records_are_all_delivered_to_the_java_kcl() {
     let app = unique_name("java-app");
     let mut worker = start_java_kcl(
         &java,
-        &aws.endpoints().kinesis,
-        &aws.endpoints().dynamodb,
+        aws.endpoints(),
         &stream,
         &app,
         "java-1",
@@ -1048,8 +1047,7 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
     let app = unique_name("java-first");
     let mut worker = start_java_kcl(
         &java,
-        &aws.endpoints().kinesis,
-        &aws.endpoints().dynamodb,
+        aws.endpoints(),
         &stream,
         &app,
         "java-1",
@@ -1181,8 +1179,7 @@ async fn the_java_kcl_continues_from_kcl_checkpoints() {
 
     let mut worker = start_java_kcl(
         &java,
-        &aws.endpoints().kinesis,
-        &aws.endpoints().dynamodb,
+        aws.endpoints(),
         &stream,
         &app,
         "java-1",
@@ -1257,17 +1254,18 @@ async fn wait_for_owners(
     let started = Instant::now();
     loop {
         let owners = lease_owners(dynamodb, table).await;
-        let mut log = log.lock().expect("lock");
-        log.observe(owners);
-        if done(&log) {
-            return started.elapsed();
+        {
+            let mut log = log.lock().expect("lock");
+            log.observe(owners);
+            if done(&log) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out waiting for {what}: {:?}",
+                log.last
+            );
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out waiting for {what}: {:?}",
-            log.last
-        );
-        drop(log);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -1327,16 +1325,7 @@ async fn a_mixed_fleet_balances_and_fails_over() {
 
     let endpoints = aws.endpoints().clone();
     let owners = Mutex::new(OwnerLog::default());
-    let mut java_1 = start_java_kcl(
-        &java,
-        &endpoints.kinesis,
-        &endpoints.dynamodb,
-        &stream,
-        &app,
-        "java-1",
-        FAILOVER,
-        &[],
-    );
+    let mut java_1 = start_java_kcl(&java, &endpoints, &stream, &app, "java-1", FAILOVER, &[]);
     wait_for_owners(
         &dynamodb,
         &app,
@@ -1392,16 +1381,7 @@ async fn a_mixed_fleet_balances_and_fails_over() {
     // A new Java worker joins; then ours is killed: the Java worker takes
     // every shard within failover + one Java lease-taking interval
     // (2 × (failover + epsilon)) + margin.
-    let mut java_2 = start_java_kcl(
-        &java,
-        &endpoints.kinesis,
-        &endpoints.dynamodb,
-        &stream,
-        &app,
-        "java-2",
-        FAILOVER,
-        &[],
-    );
+    let mut java_2 = start_java_kcl(&java, &endpoints, &stream, &app, "java-2", FAILOVER, &[]);
     wait_for_owners(
         &dynamodb,
         &app,
@@ -1710,7 +1690,14 @@ async fn a_split_while_producing_loses_no_more_than_with_the_aws_kpl() {
     };
     let ours = split_while_producing(&java, Which::Ours).await;
     let theirs = split_while_producing(&java, Which::AwsKpl).await;
-    eprintln!("split while producing, Java KCL losses: ours {ours:?}; AWS KPL {theirs:?}");
+    for (who, loss) in [("kpl", &ours), ("AWS KPL", &theirs)] {
+        eprintln!(
+            "split while producing with {who}: {} records stored, {} lost by the Java KCL \
+             ({} aggregates dropped whole; the last lost record handed over {:?} ms after \
+             the split), {} stored twice",
+            loss.stored, loss.lost, loss.dropped_aggregates, loss.window_millis, loss.stored_twice
+        );
+    }
     assert_eq!(ours.lost, 0, "the Java KCL lost records of ours: {ours:?}");
     assert!(ours.lost <= theirs.lost);
     assert!(

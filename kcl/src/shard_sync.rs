@@ -157,11 +157,11 @@ fn initial_checkpoint(initial: StartingPosition) -> ExtendedSequenceNumber {
 /// parents before children (ordered by starting sequence number, so that a
 /// sync cut short never leaves a child without its parent's lease). See the
 /// module documentation for the rules.
-fn new_leases<'a>(
-    shards: &'a [Shard],
+fn new_leases(
+    shards: &[Shard],
     has_lease: impl Fn(&str) -> bool,
     initial: StartingPosition,
-) -> Vec<(&'a Shard, ExtendedSequenceNumber)> {
+) -> Vec<(&Shard, ExtendedSequenceNumber)> {
     let by_id: HashMap<&str, &Shard> = shards.iter().map(|s| (s.shard_id(), s)).collect();
     // Open shards with an open parent: the listing raced a reshard.
     let inconsistent: HashSet<&str> = shards
