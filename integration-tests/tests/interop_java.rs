@@ -1214,6 +1214,8 @@ async fn the_java_kcl_continues_from_kcl_checkpoints() {
 struct OwnerLog {
     /// Ownership changes per lease (a lease's first owner is not a change).
     moves: BTreeMap<String, u32>,
+    /// When each change was seen (epoch milliseconds), per lease.
+    move_times: BTreeMap<String, Vec<u64>>,
     last: BTreeMap<String, Option<String>>,
 }
 
@@ -1224,6 +1226,10 @@ impl OwnerLog {
                 && owner.as_ref().is_some_and(|now| now != before)
             {
                 *self.moves.entry(key.clone()).or_default() += 1;
+                self.move_times
+                    .entry(key.clone())
+                    .or_default()
+                    .push(epoch_millis());
             }
         }
         for (key, owner) in owners {
@@ -1461,7 +1467,10 @@ async fn a_mixed_fleet_balances_and_fails_over() {
             ));
         }
     }
-    let moves = owners.lock().expect("lock").moves.clone();
+    let (moves, move_times) = {
+        let log = owners.lock().expect("lock");
+        (log.moves.clone(), log.move_times.clone())
+    };
     let mut repeated = 0;
     let mut counts: HashMap<usize, u32> = HashMap::new();
     for (shard, list) in &mut deliveries {
@@ -1474,6 +1483,24 @@ async fn a_mixed_fleet_balances_and_fails_over() {
         );
         for (.., i) in list.iter() {
             *counts.entry(*i).or_default() += 1;
+        }
+        // A record delivered again is delivered again around a move of its
+        // shard's lease: from a little before the move was seen (the table is
+        // polled every 250 ms) to the new owner's first batches after it.
+        let mut first_seen: HashMap<usize, u64> = HashMap::new();
+        for (at, _, i) in list.iter() {
+            if first_seen.insert(*i, *at).is_some() {
+                let near_a_move = move_times.get(shard).is_some_and(|times| {
+                    times
+                        .iter()
+                        .any(|moved| *at + 5_000 >= *moved && *at <= moved + 10_000)
+                });
+                assert!(
+                    near_a_move,
+                    "{shard}: record {i} delivered again at {at}, away from the lease moves {:?}",
+                    move_times.get(shard)
+                );
+            }
         }
     }
     repeated += counts.values().filter(|n| **n > 1).count();
