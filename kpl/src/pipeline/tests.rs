@@ -302,3 +302,30 @@ fn an_aggregate_stored_outside_its_records_range_after_a_split_is_put_again() {
     assert_eq!(result.shard_id, "elsewhere-low");
     assert_eq!(result.attempts.len(), 1);
 }
+
+#[test]
+fn an_aggregate_held_for_a_fresh_map_completes_as_stored_at_its_ttl() {
+    let mut core = Core::new(Arc::new(ProducerConfig::default()));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    let (reply, answer) = oneshot::channel();
+    let mut record = pending(UserRecord::new("s", "a", "data"), now);
+    record.reply = Some(reply);
+    core.add(record);
+    core.add(pending(UserRecord::new("s", "b", "data"), now));
+    let request = entries_after_flush(&mut core, now)
+        .into_iter()
+        .next()
+        .expect("request");
+    let outcome = stored_in(&request, "elsewhere");
+    core.on_response(request, outcome, now);
+    // ListShards keeps failing: no fresh map comes.
+    assert_eq!(core.outstanding(), 2);
+    let ttl = now + Duration::from_secs(30);
+    assert!(core.next_wakeup().is_some_and(|at| at <= ttl));
+    core.poll(ttl);
+    assert_eq!(core.outstanding(), 0);
+    let result = answer.blocking_recv().expect("answered").expect("stored");
+    assert_eq!(result.shard_id, "elsewhere");
+}
