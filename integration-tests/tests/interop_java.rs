@@ -1540,8 +1540,10 @@ struct SplitLoss {
 
 /// Produces `COUNT` records at about 1,000 a second into a 2-shard stream
 /// with `which`, splits shard 0 after the first ~2 s, and measures what the
-/// Java KCL's deaggregator (`AggregatorUtil`, with each shard's hash key
-/// range, as its ProcessTask calls it) loses of what was stored.
+/// Java KCL loses of what was stored: what its deaggregator
+/// (`AggregatorUtil`, with each shard's hash key range, as its ProcessTask
+/// calls it) keeps, and what a Java KCL application reading the stream
+/// through the split delivers (the same).
 async fn split_while_producing(java: &JavaInterop, which: Which) -> SplitLoss {
     const COUNT: usize = 6_000;
     const BATCH: usize = 50;
@@ -1563,6 +1565,38 @@ async fn split_while_producing(java: &JavaInterop, which: Which) -> SplitLoss {
             }
         })
         .collect();
+
+    // A Java KCL application reads the stream all along, through the split
+    // (the proxy names the parent's children at its end, as AWS does).
+    let proxy = integration_tests::FaultProxy::start(
+        &aws.endpoints().kinesis,
+        integration_tests::Faults::default(),
+    )
+    .await
+    .expect("proxy");
+    proxy.fill_child_shards(true);
+    let endpoints = integration_tests::Endpoints {
+        kinesis: proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    };
+    let app = unique_name("split-app");
+    let mut worker = start_java_kcl(
+        java,
+        &endpoints,
+        &stream,
+        &app,
+        &format!("java-split-{which:?}"),
+        Duration::from_secs(3),
+        &[],
+    );
+    worker
+        .wait_until(
+            "the Java KCL to start on both shards",
+            Duration::from_secs(60),
+            |lines| lines.iter().filter(|l| l["event"] == "initialize").count() >= 2,
+        )
+        .await
+        .expect("Java KCL started");
 
     let front = TlsFront::start(&aws.endpoints().kinesis)
         .await
@@ -1678,6 +1712,41 @@ async fn split_while_producing(java: &JavaInterop, which: Which) -> SplitLoss {
         kept.extend(java_kept.iter().map(|l| index_of(&data_of(l))));
     }
     assert_eq!(all.len(), COUNT, "{which:?}: every record stored");
+
+    // The Java KCL's delivery, compared with what its deaggregator keeps.
+    let delivered = |lines: &[Value]| -> HashSet<usize> {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "record")
+            .map(|l| data_of(l))
+            .filter(|data| data != WARMUP)
+            .map(|data| index_of(&data))
+            .collect()
+    };
+    worker
+        .wait_until(
+            "the Java KCL to deliver what its deaggregator keeps",
+            Duration::from_secs(90),
+            |lines| delivered(lines).len() >= kept.len(),
+        )
+        .await
+        .expect("delivered");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Killed: after a shard end the Java KCL 2.7's graceful shutdown does
+    // not complete (it waits out its 30 s), and nothing is left to keep.
+    worker.kill().await;
+    let lines = worker.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "shardEnded" && l["shard"] == "shardId-000000000000"),
+        "the Java KCL ended the parent"
+    );
+    assert_eq!(
+        delivered(&lines),
+        kept,
+        "{which:?}: the Java KCL delivered what AggregatorUtil keeps"
+    );
     let lost: Vec<usize> = all.difference(&kept).copied().collect();
     let window_millis = lost
         .iter()

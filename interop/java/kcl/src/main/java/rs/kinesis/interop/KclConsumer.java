@@ -107,6 +107,11 @@ public final class KclConsumer {
                         .failoverTimeMillis(failover)
                         .shardSyncIntervalMillis(1000)
                         .listShardsBackoffTimeInMillis(200)
+                        // The shard list a ProcessTask takes each shard's hash key range
+                        // from is cached (30 s by default): a child shard younger than the
+                        // cache is deaggregated without the range check. Short, as the
+                        // other timings.
+                        .listShardsCacheAllowedAgeInSeconds(1)
                         .leasesRecoveryAuditorExecutionFrequencyMillis(5000),
                 configs.lifecycleConfig(),
                 configs.metricsConfig().metricsLevel(MetricsLevel.NONE).metricsFactory(new NullMetricsFactory()),
