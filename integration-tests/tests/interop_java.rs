@@ -1718,7 +1718,7 @@ async fn split_while_producing(java: &JavaInterop, which: Which) -> SplitLoss {
         lines
             .iter()
             .filter(|l| l["event"] == "record")
-            .map(|l| data_of(l))
+            .map(data_of)
             .filter(|data| data != WARMUP)
             .map(|data| index_of(&data))
             .collect()
