@@ -1528,8 +1528,9 @@ struct SplitLoss {
     /// User records stored twice (put again by our producer because their
     /// aggregate landed where the Java KCL drops it).
     stored_twice: usize,
-    /// User records the Java KCL's deaggregator drops (in aggregates with a
-    /// sub-record outside their shard's range).
+    /// User records the Java KCL application never delivered (its
+    /// deaggregator drops aggregates with a sub-record outside their
+    /// shard's range).
     lost: usize,
     /// Kinesis records (aggregates) the Java deaggregator dropped whole.
     dropped_aggregates: usize,
@@ -1742,12 +1743,23 @@ async fn split_while_producing(java: &JavaInterop, which: Which) -> SplitLoss {
             .any(|l| l["event"] == "shardEnded" && l["shard"] == "shardId-000000000000"),
         "the Java KCL ended the parent"
     );
-    assert_eq!(
-        delivered(&lines),
-        kept,
-        "{which:?}: the Java KCL delivered what AggregatorUtil keeps"
+    // It delivers at least what its deaggregator keeps with the shards'
+    // ranges (more only if a batch skipped the range check; see finding 2 in
+    // the README), and what it did not deliver is what it lost.
+    let delivered = delivered(&lines);
+    let unexpected: Vec<&usize> = kept.difference(&delivered).collect();
+    assert!(
+        unexpected.is_empty(),
+        "{which:?}: the Java KCL lost records its deaggregator keeps: {unexpected:?}"
     );
-    let lost: Vec<usize> = all.difference(&kept).copied().collect();
+    if delivered != kept {
+        eprintln!(
+            "{which:?}: the Java KCL delivered {} records its deaggregator drops with the \
+             shard's range (range check skipped)",
+            delivered.len() - kept.len()
+        );
+    }
+    let lost: Vec<usize> = all.difference(&delivered).copied().collect();
     let window_millis = lost
         .iter()
         .map(|i| {
