@@ -9,6 +9,9 @@
 //! ([`FaultProxy::rewrite_responses`]), for what an emulator does not report
 //! (the embedded Kinesis leaves `MaxRecordSizeInKiB` out of
 //! DescribeStreamSummary, say).
+//! The proxy can also add `ChildShards` to the GetRecords answer that ends a
+//! closed shard ([`FaultProxy::fill_child_shards`]), which AWS sends and the
+//! embedded Kinesis does not.
 //! Faults that are not forwarded (`fail`, `throttle`, the failed part of
 //! `partial`) store nothing, so a producer that retries them must not create
 //! duplicates; `drop_response` forwards the call and then answers 500, the one
@@ -111,6 +114,7 @@ struct State {
     stalled_all: watch::Receiver<bool>,
     /// How long a `slow` call is held before it is forwarded.
     slow_delay: Mutex<std::time::Duration>,
+    fill_child_shards: std::sync::atomic::AtomicBool,
 }
 
 /// A running fault-injecting proxy.
@@ -155,6 +159,7 @@ impl FaultProxy {
             stalled,
             stalled_all,
             slow_delay: Mutex::new(std::time::Duration::from_secs(2)),
+            fill_child_shards: std::sync::atomic::AtomicBool::new(false),
         });
         let served = state.clone();
         let task = tokio::spawn(async move {
@@ -218,6 +223,15 @@ impl FaultProxy {
         if let Ok(mut rewrites) = self.state.rewrites.lock() {
             rewrites.insert(operation.to_owned(), Arc::new(rewrite));
         }
+    }
+
+    /// Adds `ChildShards` (from the upstream's ListShards) to every GetRecords
+    /// answer that ends a closed shard (no `NextShardIterator`) without
+    /// naming its children, as AWS names them. The embedded Kinesis leaves
+    /// them out, and the Java KCL 2.x then retries that GetRecords forever
+    /// instead of ending the shard.
+    pub fn fill_child_shards(&self, fill: bool) {
+        self.state.fill_child_shards.store(fill, Ordering::Relaxed);
     }
 
     /// Stalls (`true`) or resumes (`false`) PutRecords: while stalled, calls
@@ -337,6 +351,13 @@ async fn fault_or_forward(request: Request<Incoming>, state: &Arc<State>) -> Res
         .unwrap_or_default();
     let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
     if !is_put_records {
+        let is_get_records = parts
+            .headers
+            .get("x-amz-target")
+            .is_some_and(|target| target.as_bytes().ends_with(b".GetRecords"));
+        if is_get_records && state.fill_child_shards.load(Ordering::Relaxed) {
+            return get_records_with_children(state, parts, body).await;
+        }
         return if faults.every_call {
             any_call(state, parts, body, faults).await
         } else {
@@ -518,6 +539,88 @@ async fn any_call(
         tokio::time::sleep(delay).await;
     }
     forward(state, parts, body).await
+}
+
+/// Forwards a GetRecords call and, when its answer ends the shard without
+/// naming the children, adds them (see [`FaultProxy::fill_child_shards`]).
+async fn get_records_with_children(
+    state: &Arc<State>,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Bytes> {
+    let shard = parse(&body)
+        .and_then(|request| request["ShardIterator"].as_str().map(str::to_owned))
+        .and_then(|iterator| ferrokinesis::shard_iterator::decode_shard_iterator(&iterator).ok())
+        .map(|(_, stream, shard, _)| (stream, shard));
+    let headers = parts.headers.clone();
+    let uri = parts.uri.clone();
+    let response = forward(state, parts, body).await;
+    let Some((stream, shard)) = shard else {
+        return response;
+    };
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let Some(mut answer) = parse(response.body()) else {
+        return response;
+    };
+    let ended = answer.get("NextShardIterator").is_none_or(Value::is_null);
+    let named = answer["ChildShards"]
+        .as_array()
+        .is_some_and(|children| !children.is_empty());
+    if !ended || named {
+        return response;
+    }
+    // The stream's shards, asked with the caller's own headers.
+    let mut list = hyper::http::request::Builder::new()
+        .method(hyper::Method::POST)
+        .uri(uri);
+    for (name, value) in &headers {
+        if name != hyper::header::CONTENT_LENGTH && name != "x-amz-target" {
+            list = list.header(name, value);
+        }
+    }
+    let list_body = Bytes::from(json!({ "StreamName": stream }).to_string());
+    let Ok(list) = list
+        .header("x-amz-target", "Kinesis_20131202.ListShards")
+        .body(())
+    else {
+        return response;
+    };
+    let (list_parts, ()) = list.into_parts();
+    let listed = forward(state, list_parts, list_body).await;
+    let Some(shards) = parse(listed.body()).and_then(|l| l["Shards"].as_array().cloned()) else {
+        return response;
+    };
+    let children: Vec<Value> = shards
+        .iter()
+        .filter(|s| {
+            s["ParentShardId"].as_str() == Some(shard.as_str())
+                || s["AdjacentParentShardId"].as_str() == Some(shard.as_str())
+        })
+        .map(|s| {
+            let parents: Vec<&Value> = [&s["ParentShardId"], &s["AdjacentParentShardId"]]
+                .into_iter()
+                .filter(|p| p.is_string())
+                .collect();
+            json!({
+                "ShardId": s["ShardId"],
+                "ParentShards": parents,
+                "HashKeyRange": s["HashKeyRange"],
+            })
+        })
+        .collect();
+    if children.is_empty() {
+        return response;
+    }
+    answer["ChildShards"] = Value::Array(children);
+    let (mut parts, _) = response.into_parts();
+    let body = Bytes::from(answer.to_string());
+    parts.headers.insert(
+        hyper::header::CONTENT_LENGTH,
+        hyper::header::HeaderValue::from(body.len()),
+    );
+    Response::from_parts(parts, body)
 }
 
 fn parse(body: &Bytes) -> Option<Value> {

@@ -11,6 +11,10 @@
 //!   wrong (ListShards paging, shard end with ChildShards, multipart-upload
 //!   listing). It fails at once with a clear message when they are not running.
 //!
+//! For the interop tests with the Java originals, [`java`] runs the programs
+//! of `interop/java/` (the AWS KPL, the Java KCL 2.x) as child processes and
+//! [`TlsFront`] puts TLS before the embedded Kinesis for the KPL.
+//!
 //! Both hand out the same kind of `SdkConfig` users build: per-service
 //! endpoints resolved the way `AWS_ENDPOINT_URL_<SERVICE>` is resolved, so the
 //! code under test cannot tell them from real AWS.
@@ -21,8 +25,10 @@ pub mod embedded;
 pub mod endpoints;
 pub mod external;
 pub mod fault_proxy;
+pub mod java;
 pub mod resources;
 pub mod tcp_gate;
+pub mod tls_front;
 
 pub use embedded::LocalAws;
 pub use endpoints::Endpoints;
@@ -30,6 +36,7 @@ pub use external::ExternalAws;
 pub use fault_proxy::{FaultProxy, Faults};
 pub use resources::unique_name;
 pub use tcp_gate::TcpGate;
+pub use tls_front::TlsFront;
 
 /// Errors of the local back ends.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,11 @@ pub const RETRIES: &str = "kpl_retries_total";
 pub const THROTTLES: &str = "kpl_throttles_total";
 /// Counter: puts stored in a shard other than the predicted one.
 pub const WRONG_SHARD: &str = "kpl_wrong_shard_total";
+/// Counter: aggregates stored in a shard whose hash key range does not cover
+/// all their records (built on a stale map during a reshard), whose records
+/// were put again: consumers that drop such aggregates (the Java KCL) lose
+/// nothing, consumers that keep them see those records twice.
+pub const AGGREGATES_PUT_AGAIN: &str = "kpl_aggregates_put_again_total";
 /// Counter: PutRecords calls sent.
 pub const REQUESTS: &str = "kpl_put_records_requests_total";
 /// Histogram (seconds): time from a user record's arrival to the start of the

@@ -32,6 +32,9 @@ const PERMANENT_ENTRY_ERRORS: &[&str] = &[
     "AccessDeniedException",
 ];
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
+/// The attempt error of a user record put again because its aggregate was
+/// stored where the Java KCL would drop it (see [`Core::verify`]).
+pub(crate) const WRONG_SHARD_AGGREGATE: &str = "AggregateOutsideShardRange";
 /// Partition key hashes remembered: 4,096 slots, about 200 KiB with typical
 /// short keys (at most 1 MiB with 256-byte keys); larger tables miss the CPU
 /// caches and cost as much as the MD5 they save.
@@ -72,6 +75,20 @@ pub(crate) struct Core {
     flushing: bool,
     collection_delay: Duration,
     hash_keys: HashKeyCache,
+    /// Aggregates stored in a shard other than the predicted one, held until
+    /// a fresh shard map says whether that shard's range covers them all.
+    unverified: Vec<Unverified>,
+}
+
+/// An aggregate stored on a stale shard map (see [`Core::verify`]).
+#[derive(Debug)]
+struct Unverified {
+    stream: Arc<str>,
+    shard_id: String,
+    sequence_number: String,
+    pendings: Vec<Pending>,
+    started: Instant,
+    duration: Duration,
 }
 
 impl Core {
@@ -90,6 +107,7 @@ impl Core {
             flushing: false,
             collection_delay,
             hash_keys: HashKeyCache::new(HASH_KEY_CACHE_SLOTS),
+            unverified: Vec::new(),
         }
     }
 
@@ -157,6 +175,7 @@ impl Core {
             return;
         };
         if state.map.as_deref() == Some(&map) {
+            self.verify(stream, now);
             return;
         }
         let mut reroute = Vec::new();
@@ -176,6 +195,95 @@ impl Core {
         reroute.append(&mut state.unmapped);
         for pending in reroute {
             self.route(pending, now);
+        }
+        self.verify(stream, now);
+    }
+
+    /// An aggregate held for verification whose first record's time to live
+    /// runs out before a fresh map came (ListShards keeps failing) completes
+    /// as stored: it is in Kinesis, though perhaps where the Java KCL drops it.
+    fn settle_unverified_past_ttl(&mut self, now: Instant) {
+        if self.unverified.is_empty() {
+            return;
+        }
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unverified)
+            .into_iter()
+            .partition(|u| u.pendings.iter().any(|p| p.expires <= now));
+        self.unverified = held;
+        for held in due {
+            tracing::warn!(
+                stream = %held.stream,
+                shard = %held.shard_id,
+                sequence_number = %held.sequence_number,
+                "an aggregate stored on a stale shard map could not be checked against a fresh one \
+                 before its records' time to live; completed as stored"
+            );
+            self.succeed(
+                held.pendings,
+                true,
+                &held.sequence_number,
+                &held.shard_id,
+                held.started,
+                held.duration,
+            );
+        }
+    }
+
+    /// Settles the aggregates of `stream` that were stored in a shard other
+    /// than the predicted one, now that its map is fresh.
+    ///
+    /// Such an aggregate was built on a stale map (the stream was resharded
+    /// while it was buffered) and stored in the shard its first record's hash
+    /// key falls in. If the shard's range covers all its records, they are
+    /// stored. If not, the Java KCL (`AggregatorUtil`, with the shard's range)
+    /// and every consumer built on it drop the whole aggregate, silently: its
+    /// records are put again, on the fresh map. Consumers that keep
+    /// out-of-range records (ours) then see those records twice — a
+    /// duplicate instead of a loss, once per reshard.
+    fn verify(&mut self, stream: &str, now: Instant) {
+        let Some(map) = self.streams.get(stream).and_then(|s| s.map.clone()) else {
+            return;
+        };
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unverified)
+            .into_iter()
+            .partition(|u| &*u.stream == stream);
+        self.unverified = others;
+        for held in mine {
+            let covered = held.pendings.iter().all(|pending| {
+                map.shard_for(pending.hash_key)
+                    .is_some_and(|index| **map.shard_id(index) == *held.shard_id)
+            });
+            if covered {
+                self.succeed(
+                    held.pendings,
+                    true,
+                    &held.sequence_number,
+                    &held.shard_id,
+                    held.started,
+                    held.duration,
+                );
+                continue;
+            }
+            metrics::counter!(m::AGGREGATES_PUT_AGAIN).increment(1);
+            let message = format!(
+                "aggregate {} was stored in {} on a stale shard map and holds records outside \
+                 that shard's hash key range (the Java KCL drops such an aggregate whole): \
+                 put again",
+                held.sequence_number, held.shard_id
+            );
+            for mut pending in held.pendings {
+                pending.attempts.push(Attempt {
+                    delay: held.started.saturating_duration_since(pending.since),
+                    duration: held.duration,
+                    error: Some(AttemptError {
+                        code: WRONG_SHARD_AGGREGATE.to_owned(),
+                        message: message.clone(),
+                    }),
+                });
+                pending.since = now;
+                metrics::counter!(m::RETRIES).increment(1);
+                self.route(pending, now);
+            }
         }
     }
 
@@ -322,6 +430,7 @@ impl Core {
     /// into aggregators, due aggregates into shard queues, shard queues
     /// through their limiters into collectors, due collectors into requests.
     pub fn poll(&mut self, now: Instant) {
+        self.settle_unverified_past_ttl(now);
         while let Some(entry) = self.retries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -419,6 +528,11 @@ impl Core {
     pub fn next_wakeup(&self) -> Option<Instant> {
         let mut next: Option<Instant> = self.retries.keys().next().map(|(at, _)| *at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for held in &self.unverified {
+            if let Some(expires) = held.pendings.iter().map(|p| p.expires).min() {
+                consider(expires);
+            }
+        }
         for state in self.streams.values() {
             for deadline in [state.collector.deadline, state.unmapped_deadline]
                 .into_iter()
@@ -529,14 +643,46 @@ impl Core {
         if let Some(predicted) = &entry.shard
             && &**predicted != shard_id
         {
-            // The map is stale (the stream was resharded): reload it. The
-            // record itself is stored, so it succeeded.
+            // The map is stale (the stream was resharded): reload it. A single
+            // record is stored, so it succeeded; an aggregate waits for the
+            // fresh map to tell whether the shard covers all its records.
             metrics::counter!(m::WRONG_SHARD).increment(1);
             if let Some(state) = self.streams.get_mut(stream) {
                 state.map_wanted = true;
+                if entry.aggregated && entry.pendings.len() > 1 {
+                    self.unverified.push(Unverified {
+                        stream: state.name.clone(),
+                        shard_id: shard_id.to_owned(),
+                        sequence_number: sequence_number.to_owned(),
+                        pendings: entry.pendings,
+                        started,
+                        duration,
+                    });
+                    return;
+                }
             }
         }
-        for (index, mut pending) in entry.pendings.into_iter().enumerate() {
+        self.succeed(
+            entry.pendings,
+            entry.aggregated,
+            sequence_number,
+            shard_id,
+            started,
+            duration,
+        );
+    }
+
+    /// Completes the user records of a stored Kinesis record.
+    fn succeed(
+        &mut self,
+        pendings: Vec<Pending>,
+        aggregated: bool,
+        sequence_number: &str,
+        shard_id: &str,
+        started: Instant,
+        duration: Duration,
+    ) {
+        for (index, mut pending) in pendings.into_iter().enumerate() {
             pending.attempts.push(Attempt {
                 delay: started.saturating_duration_since(pending.since),
                 duration,
@@ -544,7 +690,7 @@ impl Core {
             });
             let result = UserRecordResult {
                 sequence_number: sequence_number.to_owned(),
-                sub_sequence_number: if entry.aggregated { index as u64 } else { 0 },
+                sub_sequence_number: if aggregated { index as u64 } else { 0 },
                 shard_id: shard_id.to_owned(),
                 attempts: std::mem::take(&mut pending.attempts),
             };
@@ -665,6 +811,17 @@ impl Core {
 
     /// Fails every record still held (used when the driver stops abnormally).
     pub fn abandon(&mut self) {
+        // Stored, though perhaps where the Java KCL drops them: as stored.
+        for held in std::mem::take(&mut self.unverified) {
+            self.succeed(
+                held.pendings,
+                true,
+                &held.sequence_number,
+                &held.shard_id,
+                held.started,
+                held.duration,
+            );
+        }
         let mut all = Vec::new();
         all.extend(std::mem::take(&mut self.retries).into_values());
         for request in std::mem::take(&mut self.ready) {

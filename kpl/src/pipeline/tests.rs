@@ -1,11 +1,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::types::{Entry, Pending, Request};
+use super::core::WRONG_SHARD_AGGREGATE;
+use super::types::{Entry, EntryOutcome, Pending, Request, RequestOutcome};
 use super::*;
 use crate::config::ProducerConfig;
 use crate::record::UserRecord;
 use crate::shard_map::ShardMap;
+use tokio::sync::oneshot;
 
 fn pending(record: UserRecord, now: Instant) -> Pending {
     Pending {
@@ -193,4 +195,137 @@ fn a_stream_s_limits_bound_aggregates_and_requests() {
         (5 << 20..=10 << 20).contains(&largest_request),
         "requests reach the larger PutRecords limit: {largest_request}"
     );
+}
+
+/// The outcome of a request whose every entry was stored in `shard_id`.
+fn stored_in(request: &Request, shard_id: &str) -> RequestOutcome {
+    RequestOutcome::Entries(
+        (0..request.entries.len())
+            .map(|i| EntryOutcome::Put {
+                sequence_number: format!("{}", 1000 + i),
+                shard_id: shard_id.to_owned(),
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn an_aggregate_stored_outside_its_records_range_after_a_split_is_put_again() {
+    let mut core = Core::new(Arc::new(ProducerConfig::default()));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    let mut replies = Vec::new();
+    for (i, hash_key) in [1u128, u128::MAX - 1].into_iter().enumerate() {
+        let (reply, answer) = oneshot::channel();
+        let mut record = pending(
+            UserRecord::new("s", format!("k{i}"), "data").with_explicit_hash_key(hash_key),
+            now,
+        );
+        record.reply = Some(reply);
+        core.add(record);
+        replies.push(answer);
+    }
+    let requests = entries_after_flush(&mut core, now);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].entries.len(), 1, "one aggregate of both");
+    // The shard was split meanwhile: the aggregate lands in the low child,
+    // whose range does not hold the second record.
+    let request = requests.into_iter().next().expect("request");
+    let outcome = stored_in(&request, "child-low");
+    core.on_response(request, outcome, now);
+    assert!(core.wanted_maps().contains(&Arc::from("s")));
+    assert_eq!(core.outstanding(), 2, "held until the fresh map");
+    let split = ShardMap::from_ranges([
+        ("child-low", 0, u128::MAX / 2),
+        ("child-high", u128::MAX / 2 + 1, u128::MAX),
+    ])
+    .expect("map");
+    core.set_shard_map("s", split.clone(), now);
+    assert_eq!(core.outstanding(), 2, "put again");
+    let again = entries_after_flush(&mut core, now);
+    let shards: Vec<_> = again
+        .iter()
+        .flat_map(|r| &r.entries)
+        .map(|e| e.shard.as_deref().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        shards.len(),
+        2,
+        "each record alone in its child: {shards:?}"
+    );
+    for request in again {
+        let shard = request.entries[0]
+            .shard
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned();
+        let outcome = stored_in(&request, &shard);
+        core.on_response(request, outcome, now);
+    }
+    assert_eq!(core.outstanding(), 0);
+    for answer in replies {
+        let result = answer.blocking_recv().expect("answered").expect("stored");
+        assert_eq!(result.attempts.len(), 2, "{result:?}");
+        assert_eq!(
+            result.attempts[0].error.as_ref().map(|e| e.code.as_str()),
+            Some(WRONG_SHARD_AGGREGATE)
+        );
+    }
+
+    // An aggregate whose records the landing shard covers is stored as is.
+    let (reply, answer) = oneshot::channel();
+    let mut record = pending(
+        UserRecord::new("s", "a", "data").with_explicit_hash_key(5),
+        now,
+    );
+    record.reply = Some(reply);
+    core.add(record);
+    core.add(pending(
+        UserRecord::new("s", "b", "data").with_explicit_hash_key(7),
+        now,
+    ));
+    let request = entries_after_flush(&mut core, now)
+        .into_iter()
+        .next()
+        .expect("request");
+    let outcome = stored_in(&request, "elsewhere-low");
+    core.on_response(request, outcome, now);
+    let moved = ShardMap::from_ranges([
+        ("elsewhere-low", 0, u128::MAX / 2),
+        ("child-high", u128::MAX / 2 + 1, u128::MAX),
+    ])
+    .expect("map");
+    core.set_shard_map("s", moved, now);
+    assert_eq!(core.outstanding(), 0);
+    let result = answer.blocking_recv().expect("answered").expect("stored");
+    assert_eq!(result.shard_id, "elsewhere-low");
+    assert_eq!(result.attempts.len(), 1);
+}
+
+#[test]
+fn an_aggregate_held_for_a_fresh_map_completes_as_stored_at_its_ttl() {
+    let mut core = Core::new(Arc::new(ProducerConfig::default()));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    let (reply, answer) = oneshot::channel();
+    let mut record = pending(UserRecord::new("s", "a", "data"), now);
+    record.reply = Some(reply);
+    core.add(record);
+    core.add(pending(UserRecord::new("s", "b", "data"), now));
+    let request = entries_after_flush(&mut core, now)
+        .into_iter()
+        .next()
+        .expect("request");
+    let outcome = stored_in(&request, "elsewhere");
+    core.on_response(request, outcome, now);
+    // ListShards keeps failing: no fresh map comes.
+    assert_eq!(core.outstanding(), 2);
+    let ttl = now + Duration::from_secs(30);
+    assert!(core.next_wakeup().is_some_and(|at| at <= ttl));
+    core.poll(ttl);
+    assert_eq!(core.outstanding(), 0);
+    let result = answer.blocking_recv().expect("answered").expect("stored");
+    assert_eq!(result.shard_id, "elsewhere");
 }
