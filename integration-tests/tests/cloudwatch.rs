@@ -32,7 +32,7 @@ async fn metrics_are_published_under_the_kcl_names_as_increases() {
         metrics::counter!(kcl::metrics::RECORDS_PROCESSED, "shard" => "shardId-000000000001")
             .increment(7);
         metrics::gauge!(kcl::metrics::LEASES_HELD).set(2.0);
-        metrics::gauge!(kcl::metrics::MILLIS_BEHIND_LATEST, "shard" => shard0).set(1_500.0);
+        metrics::gauge!(kcl::metrics::BEHIND_LATEST, "shard" => shard0).set(1.5);
         metrics::histogram!(kpl::metrics::BUFFERING_TIME).record(0.25);
         metrics::histogram!(kpl::metrics::BUFFERING_TIME).record(0.75);
         metrics::counter!(connector_s3::metrics::BYTES_UPLOADED).increment(1_000);

@@ -154,7 +154,7 @@ async fn producer_consumer_and_connector_metrics_match_what_happened() {
         snapshot.objects_uploaded
     );
     for shard in ["shardId-000000000000", "shardId-000000000001"] {
-        let lag = format!("{}{{shard={shard}}}", kcl::metrics::MILLIS_BEHIND_LATEST);
+        let lag = format!("{}{{shard={shard}}}", kcl::metrics::BEHIND_LATEST);
         assert!(
             recorded.gauge(&lag).is_some(),
             "{lag} in {:?}",

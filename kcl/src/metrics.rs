@@ -10,8 +10,9 @@ pub const LEASES_TAKEN: &str = "kcl_leases_taken_total";
 pub const LEASES_LOST: &str = "kcl_leases_lost_total";
 /// Gauge: leases this worker holds.
 pub const LEASES_HELD: &str = "kcl_leases_held";
-/// Gauge (label `shard`): milliseconds behind the tip of the shard.
-pub const MILLIS_BEHIND_LATEST: &str = "kcl_millis_behind_latest";
+/// Gauge (label `shard`): seconds behind the tip of the shard, from the
+/// last read's MillisBehindLatest.
+pub const BEHIND_LATEST: &str = "kcl_behind_latest_seconds";
 /// Counter: sub-records outside their shard's hash range (delivered anyway).
 pub const OUT_OF_RANGE_SUB_RECORDS: &str = crate::retrieval::OUT_OF_RANGE_SUB_RECORDS;
 /// Gauge (label `table`): lease items the last scan could not read (skipped,

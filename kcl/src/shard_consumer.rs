@@ -155,8 +155,8 @@ pub(crate) async fn run<P: RecordProcessor>(
         let records = order.keep_new(std::mem::take(&mut prefetched.batch.records));
         let batch = &prefetched.batch;
         if let Some(millis) = batch.millis_behind_latest {
-            metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard" => shard_id.clone())
-                .set(millis as f64);
+            metrics::gauge!(m::BEHIND_LATEST, "shard" => shard_id.clone())
+                .set(millis as f64 / 1000.0);
         }
         if let Some(last) = records.last() {
             metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);

@@ -6,7 +6,7 @@
 //! | recorded as | CloudWatch name | `Operation` | unit |
 //! |---|---|---|---|
 //! | `kcl_records_processed_total` | `RecordsProcessed` | `ProcessTask` | Count |
-//! | `kcl_millis_behind_latest` | `MillisBehindLatest` | `ProcessTask` | Milliseconds |
+//! | `kcl_behind_latest_seconds` | `MillisBehindLatest` | `ProcessTask` | Milliseconds (× 1000) |
 //! | `kcl_leases_held` | `CurrentLeases` | `RenewAllLeases` | Count |
 //! | `kcl_leases_lost_total` | `LostLeases` | `RenewAllLeases` | Count |
 //! | `kcl_leases_taken_total` | `TakenLeases` | `TakeLeases` | Count |
@@ -50,10 +50,10 @@ const NAMES: &[(&str, &str, Option<&str>, f64, StandardUnit)] = &[
         StandardUnit::Count,
     ),
     (
-        kcl::metrics::MILLIS_BEHIND_LATEST,
+        kcl::metrics::BEHIND_LATEST,
         "MillisBehindLatest",
         Some("ProcessTask"),
-        1.0,
+        1000.0,
         StandardUnit::Milliseconds,
     ),
     (

@@ -145,9 +145,9 @@ pub fn describe_kcl() {
     }
     describe_gauge!(m::LEASES_HELD, Unit::Count, "Leases this worker holds.");
     describe_gauge!(
-        m::MILLIS_BEHIND_LATEST,
-        Unit::Milliseconds,
-        "Milliseconds behind the tip of the shard, as the last GetRecords reported it (MillisBehindLatest)."
+        m::BEHIND_LATEST,
+        Unit::Seconds,
+        "Seconds behind the tip of the shard, as the last read reported it (MillisBehindLatest / 1000)."
     );
     describe_gauge!(
         m::UNREADABLE_LEASES,
