@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
+use crate::checkpoint::ExtendedSequenceNumber;
 use crate::lease::{HeldLease, LeaseError, LeaseScan, LeaseTable, LeaseTaker, Renewal};
 use crate::metrics as m;
 use crate::shard_consumer::Stop;
@@ -180,12 +181,23 @@ impl LeaseCoordinator {
         for key in ended {
             self.stop_renewing(&key);
             if let Some(held) = self.held.remove(&key) {
-                if let Err(error) = held.lease.release().await {
-                    tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
+                let finished =
+                    held.lease.snapshot().checkpoint == ExtendedSequenceNumber::SHARD_END;
+                match held.lease.release().await {
+                    // Given back by this worker: leave it to others a while
+                    // (a shard end needs no pause: nobody reads it again).
+                    Ok(true) if !finished => {
+                        let until = later(self.timings.release_cooldown);
+                        let entry = self.cooling.entry(key).or_insert(until);
+                        *entry = (*entry).max(until);
+                    }
+                    // Another worker took it (a checkpoint found it taken):
+                    // nothing to pause for.
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
+                    }
                 }
-                let until = later(self.timings.release_cooldown);
-                let entry = self.cooling.entry(key).or_insert(until);
-                *entry = (*entry).max(until);
             }
         }
         let now = Instant::now();
