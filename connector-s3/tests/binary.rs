@@ -293,7 +293,7 @@ async fn sigkilled_five_times_still_exactly_once() {
 }
 
 /// The soak of issue 12: 20 SIGKILLs at random moments during a 200,000
-/// record run. Opt-in (about 3 minutes):
+/// record run. Opt-in (about a minute here):
 /// `cargo test -p connector-s3 --test binary -- --ignored sigkilled_twenty_times`
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a soak of a few minutes; see the doc comment for the command"]

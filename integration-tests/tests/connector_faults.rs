@@ -42,6 +42,42 @@ async fn archived(
     rows
 }
 
+/// Produces `count` records with `kpl` (partition keys `k{i % keys}`, data
+/// from `data(i)`); returns (shard, sequence, sub-sequence, data), sorted.
+async fn produce(
+    aws: &LocalAws,
+    stream: &str,
+    count: usize,
+    keys: usize,
+    data: impl Fn(usize) -> Vec<u8>,
+) -> Vec<(String, String, u64, Vec<u8>)> {
+    let producer = common::producer(aws, stream);
+    let mut pending = Vec::with_capacity(count);
+    for i in 0..count {
+        let data = data(i);
+        pending.push((
+            data.clone(),
+            producer
+                .add_user_record(UserRecord::new(stream, format!("k{}", i % keys), data))
+                .await
+                .expect("accepted"),
+        ));
+    }
+    let mut sent = Vec::with_capacity(count);
+    for (data, result) in pending {
+        let result = result.await.expect("stored");
+        sent.push((
+            result.shard_id,
+            result.sequence_number,
+            result.sub_sequence_number,
+            data,
+        ));
+    }
+    producer.shutdown().await.expect("producer shutdown");
+    sent.sort();
+    sent
+}
+
 fn counts(name: &str, proxy: &FaultProxy) -> String {
     let c = proxy.counts();
     format!(
@@ -65,30 +101,10 @@ async fn two_connectors_archive_exactly_once_while_a_fifth_of_all_calls_fail() {
     let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 4)
         .await
         .expect("stream and bucket");
-    let producer = common::producer(&aws, &stream);
-    let mut sent = Vec::with_capacity(RECORDS);
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
-        let data = format!("{{\"n\":{i}}}").into_bytes();
-        pending.push((
-            data.clone(),
-            producer
-                .add_user_record(UserRecord::new(&stream, format!("k{}", i % 499), data))
-                .await
-                .expect("accepted"),
-        ));
-    }
-    for (data, result) in pending {
-        let result = result.await.expect("stored");
-        sent.push((
-            result.shard_id,
-            result.sequence_number,
-            result.sub_sequence_number,
-            data,
-        ));
-    }
-    producer.shutdown().await.expect("producer shutdown");
-    sent.sort();
+    let sent = produce(&aws, &stream, RECORDS, 499, |i| {
+        format!("{{\"n\":{i}}}").into_bytes()
+    })
+    .await;
 
     let faults = Faults {
         every_call: true,
@@ -219,37 +235,17 @@ async fn s3_down_pauses_reading_at_the_buffer_bound_and_loses_nothing() {
         ..Faults::default()
     };
     s3.set_faults(down);
-    let producer = common::producer(&aws, &stream);
-    let mut sent = Vec::with_capacity(RECORDS);
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
+    let sent = produce(&aws, &stream, RECORDS, 97, |i| {
         // Enough that the records exceed the buffer bound many times over.
-        let data = format!(
+        format!(
             "{i:06}-{:016x}{:016x}",
             rand::random::<u64>(),
             rand::random::<u64>()
         )
         .repeat(4)
-        .into_bytes();
-        pending.push((
-            data.clone(),
-            producer
-                .add_user_record(UserRecord::new(&stream, format!("k{}", i % 97), data))
-                .await
-                .expect("accepted"),
-        ));
-    }
-    for (data, result) in pending {
-        let result = result.await.expect("stored");
-        sent.push((
-            result.shard_id,
-            result.sequence_number,
-            result.sub_sequence_number,
-            data,
-        ));
-    }
-    producer.shutdown().await.expect("producer shutdown");
-    sent.sort();
+        .into_bytes()
+    })
+    .await;
 
     let buffer = tempfile::tempdir().expect("dir");
     let s3_config = Endpoints {
@@ -389,33 +385,13 @@ async fn a_full_buffer_disk_pauses_reading_and_loses_nothing() {
         fail: 1.0,
         ..Faults::default()
     });
-    let producer = common::producer(&aws, &stream);
-    let mut sent = Vec::with_capacity(RECORDS);
-    let mut pending = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
+    let sent = produce(&aws, &stream, RECORDS, 97, |i| {
         let random: String = (0..16)
             .map(|_| format!("{:016x}", rand::random::<u64>()))
             .collect();
-        let data = format!("{i:06}-{random}").into_bytes();
-        pending.push((
-            data.clone(),
-            producer
-                .add_user_record(UserRecord::new(&stream, format!("k{}", i % 97), data))
-                .await
-                .expect("accepted"),
-        ));
-    }
-    for (data, result) in pending {
-        let result = result.await.expect("stored");
-        sent.push((
-            result.shard_id,
-            result.sequence_number,
-            result.sub_sequence_number,
-            data,
-        ));
-    }
-    producer.shutdown().await.expect("producer shutdown");
-    sent.sort();
+        format!("{i:06}-{random}").into_bytes()
+    })
+    .await;
 
     let s3_config = Endpoints {
         s3: s3.url().to_owned(),
