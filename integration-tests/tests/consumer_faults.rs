@@ -412,3 +412,39 @@ async fn a_panicking_processor_is_retried_with_a_growing_pause() {
         .collect();
     assert_eq!(data.len(), 50);
 }
+
+/// A stream deleted under a running worker: reads fail with an error no
+/// retry fixes (ResourceNotFound), so after a few attempts the shard's
+/// processor stops and its lease is released, not held silently (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_releases_its_leases() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("deleted");
+    resources::create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let app = unique_name("app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let seen: Deliveries = Arc::default();
+    let (handle, task) = start(aws.sdk_config(), &app, &stream, "worker-1", &seen);
+    wait_for("the lease taken", Duration::from_secs(20), &table, |held| {
+        held.get("worker-1") == Some(&1)
+    })
+    .await;
+    kinesis
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DeleteStream");
+    wait_for(
+        "the lease released",
+        Duration::from_secs(20),
+        &table,
+        |held| held.is_empty(),
+    )
+    .await;
+    handle.graceful().await;
+    task.await.expect("worker");
+}

@@ -17,6 +17,11 @@ use crate::processor::{
 use crate::retrieval::{ConsumerRecord, FanOutReader, Prefetcher, ShardReader, Source};
 use crate::scheduler::ConsumerConfig;
 
+/// Reads in a row failing with an error no retry fixes (a deleted stream,
+/// denied access: [`crate::retrieval::permanent_cause`]) before the shard's
+/// processor is stopped (`lease_lost`) and its lease released.
+pub(crate) const PERMANENT_ATTEMPTS: u32 = 5;
+
 /// Why the scheduler stops a shard consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -109,6 +114,7 @@ pub(crate) async fn run<P: RecordProcessor>(
     );
     let mut checkpointer = Checkpointer::new(lease.clone(), snapshot.checkpoint.clone());
     let mut order = DeliveryOrder::new(&shard_id, &snapshot.checkpoint);
+    let mut permanent_in_a_row = 0;
     loop {
         let state = *stop.borrow();
         match state {
@@ -134,9 +140,30 @@ pub(crate) async fn run<P: RecordProcessor>(
             }
         };
         let mut prefetched = match next {
-            Some(Ok(prefetched)) => prefetched,
+            Some(Ok(prefetched)) => {
+                permanent_in_a_row = 0;
+                prefetched
+            }
             Some(Err(error)) => {
-                tracing::warn!(shard = %shard_id, %error, "reading the shard failed");
+                match error.permanent() {
+                    Some(fix) => {
+                        permanent_in_a_row += 1;
+                        if permanent_in_a_row >= PERMANENT_ATTEMPTS {
+                            // Released for others (or for this worker after
+                            // the release cooldown) instead of held silently.
+                            metrics::counter!(m::PERMANENT_ERRORS).increment(1);
+                            tracing::error!(shard = %shard_id, %error, fix,
+                                "reading the shard keeps failing with an error no retry fixes; its lease is released");
+                            processor.lease_lost().await;
+                            return;
+                        }
+                        tracing::warn!(shard = %shard_id, %error, attempt = permanent_in_a_row, "reading the shard failed");
+                    }
+                    None => {
+                        permanent_in_a_row = 0;
+                        tracing::warn!(shard = %shard_id, %error, "reading the shard failed");
+                    }
+                }
                 continue;
             }
             // The read-ahead task ended without a shard end: cannot happen

@@ -138,6 +138,10 @@ pub fn describe_kcl() {
             "Leases given up because they could not be renewed in time.",
         ),
         (m::PROCESSOR_FAILURES, "Record processors that panicked."),
+        (
+            m::PERMANENT_ERRORS,
+            "Shards whose reads kept failing with an error no retry fixes (lease released).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);

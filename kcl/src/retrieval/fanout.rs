@@ -25,6 +25,7 @@ pub async fn register_consumer(
         operation,
         shard_id: String::new(),
         message: crate::error_chain(e),
+        permanent: None,
     };
     let summary = client
         .describe_stream_summary()
@@ -65,6 +66,7 @@ pub async fn register_consumer(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(RetrievalError::Kinesis {
+        permanent: None,
         operation: "DescribeStreamConsumer",
         shard_id: String::new(),
         message: format!("consumer {consumer_name} did not become ACTIVE"),
@@ -121,7 +123,11 @@ impl FanOutReader {
         self.events.is_some()
     }
 
-    fn error(&self, operation: &'static str, error: impl std::error::Error) -> RetrievalError {
+    fn error(
+        &self,
+        operation: &'static str,
+        error: impl std::error::Error + aws_sdk_kinesis::error::ProvideErrorMetadata,
+    ) -> RetrievalError {
         RetrievalError::kinesis(operation, &self.shard_id, error)
     }
 
@@ -135,9 +141,12 @@ impl FanOutReader {
             .r#type(kind)
             .set_sequence_number(sequence)
             .set_timestamp(timestamp);
-        let position = position
-            .build()
-            .map_err(|e| self.error("SubscribeToShard", e))?;
+        let position = position.build().map_err(|e| RetrievalError::Kinesis {
+            operation: "SubscribeToShard",
+            shard_id: self.shard_id.clone(),
+            message: crate::error_chain(&e),
+            permanent: None,
+        })?;
         let out = self
             .client
             .subscribe_to_shard()

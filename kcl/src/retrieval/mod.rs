@@ -25,19 +25,59 @@ pub enum RetrievalError {
         shard_id: String,
         /// The SDK's error with its sources.
         message: String,
+        /// What to fix, when no retry can help ([`permanent_cause`]).
+        permanent: Option<&'static str>,
     },
+}
+
+/// What to fix when a Kinesis error code says no retry can help: the
+/// stream does not exist (deleted, or another region), access is denied,
+/// or the stream's KMS key cannot be used. `None` for everything else
+/// (throttling, 5xx, timeouts, expired iterators) — those are retried.
+///
+/// ```
+/// assert!(kcl::retrieval::permanent_cause(Some("AccessDeniedException")).is_some());
+/// assert!(kcl::retrieval::permanent_cause(Some("ProvisionedThroughputExceededException")).is_none());
+/// ```
+pub fn permanent_cause(code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "ResourceNotFoundException" => Some(
+            "the stream or shard does not exist (deleted, or in another region): check `streams` and `region`",
+        ),
+        "AccessDeniedException" => Some(
+            "access denied: give the role kinesis:GetRecords, GetShardIterator, ListShards and DescribeStreamSummary",
+        ),
+        "KMSAccessDeniedException"
+        | "KMSDisabledException"
+        | "KMSNotFoundException"
+        | "KMSInvalidStateException"
+        | "KMSOptInRequired" => {
+            Some("the stream's KMS key cannot be used: check the key and the role's kms:Decrypt")
+        }
+        _ => None,
+    }
+}
+
+impl RetrievalError {
+    /// What to fix, when no retry can help.
+    pub fn permanent(&self) -> Option<&'static str> {
+        match self {
+            RetrievalError::Kinesis { permanent, .. } => *permanent,
+        }
+    }
 }
 
 impl RetrievalError {
     pub(crate) fn kinesis(
         operation: &'static str,
         shard_id: &str,
-        error: impl std::error::Error,
+        error: impl std::error::Error + aws_sdk_kinesis::error::ProvideErrorMetadata,
     ) -> Self {
         RetrievalError::Kinesis {
             operation,
             shard_id: shard_id.to_owned(),
             message: crate::error_chain(&error),
+            permanent: permanent_cause(error.code()),
         }
     }
 }

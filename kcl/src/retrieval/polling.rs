@@ -95,7 +95,11 @@ impl ShardReader {
         self
     }
 
-    fn error(&self, operation: &'static str, error: impl std::error::Error) -> RetrievalError {
+    fn error(
+        &self,
+        operation: &'static str,
+        error: impl std::error::Error + aws_sdk_kinesis::error::ProvideErrorMetadata,
+    ) -> RetrievalError {
         RetrievalError::kinesis(operation, &self.shard_id, error)
     }
 
