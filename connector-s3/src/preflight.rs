@@ -18,6 +18,11 @@ pub struct Check {
     pub what: String,
     /// `Ok(note)`, or what is wrong and what to fix.
     pub outcome: Result<String, String>,
+    /// The failure is a definite answer that the configuration is wrong (a
+    /// bucket or stream that does not exist, a bucket in another region),
+    /// not a missing permission for the check itself or a service that did
+    /// not answer: `run` refuses to start only on these.
+    pub fatal: bool,
 }
 
 impl Check {
@@ -25,6 +30,7 @@ impl Check {
         Self {
             what,
             outcome: Ok(note.into()),
+            fatal: false,
         }
     }
 
@@ -32,6 +38,15 @@ impl Check {
         Self {
             what,
             outcome: Err(problem),
+            fatal: false,
+        }
+    }
+
+    fn fatal(what: String, problem: String) -> Self {
+        Self {
+            what,
+            outcome: Err(problem),
+            fatal: true,
         }
     }
 }
@@ -96,7 +111,7 @@ pub async fn run(
     let bucket_ok = match s3.head_bucket().bucket(bucket).send().await {
         Ok(out) => match (out.bucket_region(), region.as_deref()) {
             (Some(theirs), Some(ours)) if theirs != ours => {
-                checks.push(Check::failed(
+                checks.push(Check::fatal(
                     what,
                     format!("the bucket is in {theirs}, the client in {ours}: set `region` (AWS_REGION) to {theirs}"),
                 ));
@@ -122,7 +137,12 @@ pub async fn run(
                 }
                 _ => format!("S3 did not answer: check the endpoint and network ({text})"),
             };
-            checks.push(Check::failed(what, problem));
+            let definite = matches!(status, Some(404 | 301));
+            checks.push(if definite {
+                Check::fatal(what, problem)
+            } else {
+                Check::failed(what, problem)
+            });
             false
         }
     };
@@ -163,7 +183,8 @@ pub async fn run(
         }
     }
 
-    let kinesis = aws_sdk_kinesis::Client::new(sdk_config);
+    let kinesis =
+        aws_sdk_kinesis::Client::new(&kcl::timeouts::ApiTimeouts::KINESIS.apply(sdk_config));
     for stream in target.streams {
         let what = format!("Kinesis stream {stream:?} (DescribeStreamSummary)");
         match kinesis
@@ -192,12 +213,17 @@ pub async fn run(
                         "the role needs kinesis:DescribeStreamSummary, ListShards, GetShardIterator and GetRecords ({text})"
                     )
                 };
-                checks.push(Check::failed(what, problem));
+                checks.push(if not_found {
+                    Check::fatal(what, problem)
+                } else {
+                    Check::failed(what, problem)
+                });
             }
         }
     }
 
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
+    let dynamodb =
+        aws_sdk_dynamodb::Client::new(&kcl::timeouts::ApiTimeouts::DYNAMODB.apply(sdk_config));
     let table = target.lease_table;
     let what = format!("DynamoDB lease table {table:?} (DescribeTable)");
     match dynamodb.describe_table().table_name(table).send().await {

@@ -5,11 +5,12 @@
 //! - Renewals run in a task of their own (the renewer), every renewal
 //!   interval, concurrently and each bounded by that interval: a slow scan
 //!   of the table, a stalled call or a busy processor delays no renewal.
-//! - Fencing by local deadline: a lease not renewed for `failover_time −
-//!   fence_margin` (measured from when its last successful renewal was
-//!   sent) is given up — its processor gets `lease_lost` — before any other
-//!   worker can see it expired (they wait a full `failover_time` from when
-//!   they saw its counter move).
+//! - Fencing by local deadline: a lease not renewed for three quarters of
+//!   `failover_time` (measured from when its last successful renewal was
+//!   sent) is given up — no further batch is delivered and its processor
+//!   gets `lease_lost` (a `process_records` call already running is not
+//!   interrupted) — before any other worker can see it expired (they wait a
+//!   full `failover_time` from when they saw its counter move).
 //! - A lease released because its processor ended (gave up, failed) is not
 //!   taken again by this worker for `release_cooldown`, so a failing shard
 //!   does not spin on one worker.
@@ -87,8 +88,20 @@ async fn renewer(renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>, every: D
             Ok(renewing) => renewing.values().cloned().collect(),
             Err(_) => return,
         };
-        let renewals = leases.into_iter().map(|lease| async move {
-            match tokio::time::timeout(every, lease.renew()).await {
+        let renewals = leases.into_iter().map(|lease| {
+            let renewing = renewing.clone();
+            async move {
+            let outcome = tokio::time::timeout(every, lease.renew()).await;
+            // Released meanwhile (its consumer ended): its owner condition
+            // fails, which is no loss.
+            let still = renewing
+                .lock()
+                .map(|r| r.contains_key(&lease.key()))
+                .unwrap_or(false);
+            if !still {
+                return;
+            }
+            match outcome {
                 Ok(Ok(Renewal::Renewed)) => {}
                 Ok(Ok(Renewal::Contended)) => {
                     tracing::debug!(lease = %lease.key(), "lease counter moved under both renewal attempts");
@@ -103,6 +116,7 @@ async fn renewer(renewing: Arc<Mutex<HashMap<String, Arc<HeldLease>>>>, every: D
                 Err(_) => {
                     tracing::warn!(lease = %lease.key(), limit = ?every, "renewing a lease timed out");
                 }
+            }
             }
         });
         futures::future::join_all(renewals).await;
@@ -156,8 +170,7 @@ impl LeaseCoordinator {
         metrics::counter!(m::PROCESSOR_FAILURES).increment(1);
         tracing::error!(lease = %key, checkpoint = %position, failures = *failures, retry_in = ?backoff,
             "the record processor panicked; the lease is released and the shard retried from its checkpoint later");
-        self.cooling
-            .insert(key.to_owned(), Instant::now() + backoff);
+        self.cooling.insert(key.to_owned(), later(backoff));
     }
 
     fn stop_renewing(&self, key: &str) {
@@ -271,6 +284,16 @@ impl LeaseCoordinator {
         }
         metrics::gauge!(m::LEASES_HELD).set(self.held.len() as f64);
         Ok(scan)
+    }
+
+    /// Hands one held lease back (graceful shutdown, its processor done).
+    pub(crate) async fn release(&mut self, key: &str) {
+        self.stop_renewing(key);
+        if let Some(held) = self.held.remove(key)
+            && let Err(error) = held.lease.release().await
+        {
+            tracing::warn!(lease = %key, %error, "releasing a lease failed; it will expire");
+        }
     }
 
     /// Graceful shutdown: hands every held lease back.

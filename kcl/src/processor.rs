@@ -165,6 +165,14 @@ impl Checkpointer {
         self.end.is_some()
     }
 
+    /// Whether this worker could not renew the lease in time (fencing by
+    /// local deadline: three quarters of the failover time), so that
+    /// another worker may take it soon. A processor retrying a failed
+    /// checkpoint should stop then: its shard is about to move.
+    pub fn is_lease_fenced(&self) -> bool {
+        self.lease.is_fenced(std::time::Instant::now())
+    }
+
     pub(crate) fn end(&self) -> Option<End> {
         self.end
     }

@@ -244,7 +244,7 @@ where
         let failover = self.config.failover_time.max(Duration::from_millis(3));
         let timings = Timings {
             failover,
-            fence_after: failover * 3 / 4,
+            fence_after: failover - failover / 4,
             renew_every: failover / 3,
             release_cooldown: self.config.release_cooldown,
         };
@@ -316,8 +316,18 @@ where
         for held in coordinator.held.values() {
             let _ = held.stop.send(Stop::Shutdown);
         }
+        // Each lease is handed back as soon as its processor is done, so
+        // that one slow processor delays only its own shard.
         let graceful = async {
-            while tasks.join_next().await.is_some() {}
+            while let Some(joined) = tasks.join_next_with_id().await {
+                let id = match &joined {
+                    Ok((id, ())) => *id,
+                    Err(error) => error.id(),
+                };
+                if let Some(key) = task_keys.remove(&id) {
+                    coordinator.release(&key).await;
+                }
+            }
             coordinator.release_all().await;
         };
         if tokio::time::timeout(self.config.shutdown_timeout, graceful)

@@ -171,7 +171,7 @@ impl ShardArchiver {
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(CheckpointError::Table(error)) => {
+                Err(CheckpointError::Table(error)) if !checkpointer.is_lease_fenced() => {
                     tracing::warn!(shard = %self.shard, %error, "checkpoint failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
@@ -289,7 +289,12 @@ impl ShardArchiver {
                 metrics::counter!(m::BUFFER_ERRORS).increment(1);
                 tracing::warn!(shard = %self.shard, %error, "cannot append to the buffer; uploading the current object first");
                 if self.cut_at.is_none() && self.has_current_object() {
-                    self.flush(checkpointer).await?;
+                    // The flush gives back the object's budget, not this
+                    // entry's, which it still needs.
+                    self.permits -= kib;
+                    let flushed = self.flush(checkpointer).await;
+                    self.permits += kib;
+                    flushed?;
                 }
             }
         }
@@ -747,7 +752,7 @@ impl RecordProcessor for ShardArchiver {
             loop {
                 match checkpointer.checkpoint_shard_end().await {
                     Ok(()) => break,
-                    Err(CheckpointError::Table(error)) => {
+                    Err(CheckpointError::Table(error)) if !checkpointer.is_lease_fenced() => {
                         tracing::warn!(shard = %self.shard, %error, "SHARD_END checkpoint failed; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }

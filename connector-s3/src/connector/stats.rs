@@ -21,8 +21,13 @@ pub struct ConnectorStats {
     /// The stream of single-stream lease keys (the shard id alone).
     pub(crate) single_stream: Option<String>,
     /// Shards stuck in an error retrying cannot fix, with the error.
-    failed: Mutex<BTreeMap<String, String>>,
+    failed: Mutex<BTreeMap<String, (String, std::time::Instant)>>,
 }
+
+/// How long a shard stays reported stuck in a permanent error after its
+/// last failure, unless it fails again (its lease was released: another
+/// worker may be processing it fine by then).
+pub const PERMANENT_ERROR_SHOWN_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A snapshot of [`ConnectorStats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,7 +141,7 @@ impl ConnectorStats {
         let count = self.failed.lock().map(|mut failed| {
             match error {
                 Some(error) => {
-                    failed.insert(lease_key.to_owned(), error);
+                    failed.insert(lease_key.to_owned(), (error, std::time::Instant::now()));
                 }
                 None => {
                     failed.remove(lease_key);
@@ -154,8 +159,30 @@ impl ConnectorStats {
     pub fn shards_in_permanent_error(&self) -> Vec<(String, String)> {
         self.failed
             .lock()
-            .map(|failed| failed.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|failed| {
+                failed
+                    .iter()
+                    .filter(|(_, (_, at))| at.elapsed() < PERMANENT_ERROR_SHOWN_FOR)
+                    .map(|(k, (error, _))| (k.clone(), error.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// The shards (lease keys) this worker is processing.
+    pub fn processing_shards(&self) -> Vec<String> {
+        self.lag_ms
+            .lock()
+            .map(|lag| lag.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// When a shard last stopped on an error no retry fixes, if one did.
+    pub fn last_permanent_error_at(&self) -> Option<std::time::Instant> {
+        self.failed
+            .lock()
+            .ok()
+            .and_then(|failed| failed.values().map(|(_, at)| *at).max())
     }
 }
 

@@ -19,9 +19,10 @@ pub enum Failure {
 /// Permanent: `NoSuchBucket`, `AccessDenied` (and any other 403),
 /// `InvalidAccessKeyId`, `SignatureDoesNotMatch`, `InvalidToken`,
 /// `PermanentRedirect` / `AuthorizationHeaderMalformed` / 301 (the bucket is
-/// in another region), `KMS.*` errors and `InvalidArgument`. Everything
-/// else — `SlowDown`, 5xx, 429, timeouts, connection errors, unknown codes
-/// — is retried.
+/// in another region), `KMS.*` errors (but KMS throttling, limits and
+/// internal errors) and `InvalidArgument`. Everything else — `SlowDown`,
+/// 5xx, 429, `RequestTimeTooSkewed`, `ExpiredToken`, timeouts, connection
+/// errors, unknown codes — is retried.
 pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Failure {
     let status = error.raw_response().map(|r| r.status().as_u16());
     let code = match error {
@@ -34,6 +35,17 @@ pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> F
 /// [`classify`] from an error code and an HTTP status.
 pub fn classify_code(code: Option<&str>, status: Option<u16>) -> Failure {
     match code {
+        // Transient although some come as a 403 or under `KMS.`: a clock
+        // or credentials about to be refreshed, KMS throttling.
+        Some(
+            "RequestTimeTooSkewed"
+            | "ExpiredToken"
+            | "TokenRefreshRequired"
+            | "KMS.ThrottlingException"
+            | "KMS.LimitExceededException"
+            | "KMS.KMSInternalException"
+            | "KMS.DependencyTimeoutException",
+        ) => Failure::Retryable,
         Some("NoSuchBucket") => Failure::Permanent(
             "the bucket does not exist: check `bucket` (and `region`) and create it",
         ),
@@ -96,6 +108,9 @@ mod tests {
             (Some("RequestTimeout"), Some(400)),
             (None, Some(502)),
             (None, None),
+            (Some("KMS.ThrottlingException"), Some(400)),
+            (Some("RequestTimeTooSkewed"), Some(403)),
+            (Some("ExpiredToken"), Some(400)),
         ] {
             assert_eq!(classify_code(code, status), Failure::Retryable, "{code:?}");
         }

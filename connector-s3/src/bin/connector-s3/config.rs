@@ -175,7 +175,7 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
         "exit_on_permanent_error_secs",
         Kind::Int,
         "120",
-        "exit with an error (status 1) when for this long every shard this process took stopped on an error no retry fixes (missing bucket, denied access) and none is being processed (0: never)",
+        "exit with an error (status 1) when for this long every shard this process takes keeps stopping on an error no retry fixes (missing bucket, denied access, unusable buffer directory) and no other shard is processed (0: never)",
     ),
     (
         "log_format",

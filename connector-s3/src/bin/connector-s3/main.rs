@@ -116,13 +116,8 @@ fn main() -> ExitCode {
 fn s3_client(config: &config::Config, sdk_config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     // An upload that hangs (a dropped connection) must fail and be retried,
     // not hold its shard forever.
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(120))
-        .build();
-    let s3 = aws_sdk_s3::config::Builder::from(sdk_config)
+    let s3 = aws_sdk_s3::config::Builder::from(&kcl::timeouts::ApiTimeouts::S3.apply(sdk_config))
         .force_path_style(config.force_path_style == Some(true))
-        .timeout_config(timeouts)
         .build();
     aws_sdk_s3::Client::from_conf(s3)
 }
@@ -214,7 +209,7 @@ async fn check(path: Option<PathBuf>, connect: bool, write_test: bool) -> anyhow
         .build()
         .context("invalid configuration")?;
     if connect {
-        preflight(&config, &sdk_config, write_test, true).await?;
+        preflight(&config, &sdk_config, write_test, true, false).await?;
     }
     println!("configuration OK");
     println!("{config:#?}");
@@ -222,12 +217,16 @@ async fn check(path: Option<PathBuf>, connect: bool, write_test: bool) -> anyhow
 }
 
 /// Proves the configuration against AWS (see `connector_s3::preflight`);
-/// an error lists every check that failed with what to fix.
+/// an error lists every check that failed with what to fix. With
+/// `only_fatal` (at `run`), only definite answers that the configuration is
+/// wrong fail it; other failures (a permission the check needs but the
+/// connector may not, a service that did not answer) are warnings.
 async fn preflight(
     config: &config::Config,
     sdk_config: &aws_config::SdkConfig,
     write_test: bool,
     print: bool,
+    only_fatal: bool,
 ) -> anyhow::Result<()> {
     let s3 = s3_client(config, sdk_config);
     let target = connector_s3::preflight::Target {
@@ -243,6 +242,9 @@ async fn preflight(
         match &check.outcome {
             Ok(note) if print => println!("ok      {}: {note}", check.what),
             Ok(_) => {}
+            Err(problem) if only_fatal && !check.fatal => {
+                tracing::warn!(check = %check.what, %problem, "a start-up check failed; starting anyway");
+            }
             Err(problem) => {
                 if print {
                     println!("FAILED  {}: {problem}", check.what);
@@ -461,7 +463,15 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         .unwrap_or_else(connector_s3::connector::default_worker_id);
     // Fail fast on what no retry fixes (a missing bucket or stream, denied
     // access), with the same message as `check-config --connect`.
-    preflight(&config, &sdk_config, false, false).await?;
+    match tokio::time::timeout(
+        Duration::from_secs(60),
+        preflight(&config, &sdk_config, false, false, true),
+    )
+    .await
+    {
+        Ok(checked) => checked?,
+        Err(_) => tracing::warn!("the start-up checks did not finish within 60 s; starting anyway"),
+    }
     let ops = Ops::start(&config, &sdk_config, &worker_id).await?;
     let connector = builder(&config, &sdk_config)
         .await?
@@ -496,12 +506,23 @@ async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let failing = watched.shards_in_permanent_error();
-            if failing.is_empty() || watched.snapshot().shards > 0 {
+            // Every shard this worker processes (taken again after the
+            // release cooldown, say) is one that failed.
+            let all_failing = !failing.is_empty()
+                && watched
+                    .processing_shards()
+                    .iter()
+                    .all(|shard| failing.iter().any(|(f, _)| f == shard));
+            if !all_failing {
                 since = None;
                 continue;
             }
             let first = *since.get_or_insert_with(Instant::now);
-            if first.elapsed() >= Duration::from_secs(give_up_after) {
+            // ... and shards keep failing here (a failure within the window).
+            let failing_again = watched
+                .last_permanent_error_at()
+                .is_some_and(|at| at >= first);
+            if first.elapsed() >= Duration::from_secs(give_up_after) && failing_again {
                 return failing;
             }
         }
