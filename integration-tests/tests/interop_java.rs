@@ -121,9 +121,9 @@ fn kpl_settings(front: &TlsFront, settings: &[(&str, &str)]) -> Vec<String> {
     };
     set("KinesisEndpoint", &host);
     set("KinesisPort", &port);
-    // STS (asked for the account, to build the stream's ARN) and CloudWatch
-    // (never called: metrics are off) are answered by the front too, so
-    // nothing leaves the loopback.
+    // STS (the KPL 0.15 asked it for the account, to build the stream's ARN;
+    // 1.0 does not call it) and CloudWatch (never called: metrics are off)
+    // point at the front too, so nothing leaves the loopback.
     set("StsEndpoint", &host);
     set("StsPort", &port);
     set("CloudwatchEndpoint", &host);
@@ -394,9 +394,13 @@ async fn aggregates_decode_both_ways_with_the_java_originals() {
     }
     eprintln!(
         "KPL bytes: {} user records in {} Kinesis records ({aggregates} aggregates), \
-         identical to ours re-encoded",
+         identical to ours re-encoded; the front answered {} STS calls and dropped StreamARN \
+         from {} of {} requests",
         records.len(),
-        stored.len()
+        stored.len(),
+        front.sts_calls(),
+        front.stream_arns_dropped(),
+        front.forwarded()
     );
     resources::delete_stream(&kinesis, &stream).await.ok();
 }
