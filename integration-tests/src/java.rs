@@ -24,9 +24,9 @@ pub const BUILD_COMMAND: &str = "scripts/interop-java";
 #[derive(Debug, Clone)]
 pub struct JavaInterop {
     java: PathBuf,
-    /// For `KplProducer` (the AWS KPL: protobuf 3).
+    /// For `KplProducer` (the AWS KPL 1.0 and its dependencies).
     kpl_classpath: String,
-    /// For every other program (the Java KCL 2.x: protobuf 4).
+    /// For every other program (the Java KCL 2.x and its dependencies).
     kcl_classpath: String,
     logs: PathBuf,
 }

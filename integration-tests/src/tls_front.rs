@@ -3,19 +3,21 @@
 //!
 //! The front serves HTTPS on an ephemeral loopback port with a self-signed
 //! certificate made at start (the KPL then runs with `VerifyCertificate =
-//! false`) and forwards every request, unchanged, to the upstream endpoint
-//! over plain HTTP. It also answers STS `GetCallerIdentity` itself: the AWS
-//! KPL (0.15) asks STS for the account to build the stream's ARN before it
-//! sends anything to Kinesis, and fails without an answer. Point the KPL's
-//! `StsEndpoint`/`StsPort` (and `CloudwatchEndpoint`/`CloudwatchPort`, never
-//! called with metrics off) at the front too, so that nothing leaves the
-//! loopback. The account is the embedded Kinesis' (`000000000000`), so the
-//! ARNs the KPL builds name its streams.
+//! false`) and forwards every request to the upstream endpoint over plain
+//! HTTP. Point the KPL's `StsEndpoint`/`StsPort` and
+//! `CloudwatchEndpoint`/`CloudwatchPort` at the front too, so that nothing
+//! leaves the loopback.
 //!
-//! The KPL then sends both `StreamName` and `StreamARN` in each call, which
-//! AWS accepts when they name the same stream and the embedded Kinesis
-//! refuses ("cannot be provided together"): the front drops `StreamARN`
-//! from a JSON request that also has `StreamName`.
+//! For the AWS KPL 0.15, the front also answers STS `GetCallerIdentity`
+//! itself: that KPL asked STS for the account to build the stream's ARN
+//! before it sent anything to Kinesis, and failed without an answer. The
+//! account is the embedded Kinesis' (`000000000000`), so the ARNs it built
+//! named its streams. It then sent both `StreamName` and `StreamARN` in each
+//! call, which AWS accepts when they name the same stream and the embedded
+//! Kinesis refuses ("cannot be provided together"): the front drops
+//! `StreamARN` from a JSON request that also has `StreamName`. The KPL 1.0
+//! the tests run does neither (its native binary has no STS call:
+//! [`TlsFront::sts_calls`] and [`TlsFront::stream_arns_dropped`] stay 0).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ struct State {
     client: Client<HttpConnector, Full<Bytes>>,
     forwarded: AtomicU64,
     sts_calls: AtomicU64,
+    stream_arns_dropped: AtomicU64,
 }
 
 /// A running TLS front (see the module documentation).
@@ -83,6 +86,7 @@ impl TlsFront {
             client: Client::builder(TokioExecutor::new()).build_http(),
             forwarded: AtomicU64::new(0),
             sts_calls: AtomicU64::new(0),
+            stream_arns_dropped: AtomicU64::new(0),
         });
         let served = state.clone();
         let task = tokio::spawn(async move {
@@ -126,6 +130,12 @@ impl TlsFront {
     /// STS calls answered so far.
     pub fn sts_calls(&self) -> u64 {
         self.state.sts_calls.load(Ordering::Relaxed)
+    }
+
+    /// Requests forwarded without the `StreamARN` they had next to
+    /// `StreamName` (see the module documentation).
+    pub fn stream_arns_dropped(&self) -> u64 {
+        self.state.stream_arns_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -172,19 +182,27 @@ async fn handle(
         return Ok(sts_caller_identity());
     }
     state.forwarded.fetch_add(1, Ordering::Relaxed);
-    Ok(forward(&state, parts, without_stream_arn(body)).await)
+    let body = match without_stream_arn(&body) {
+        Some(stripped) => {
+            state.stream_arns_dropped.fetch_add(1, Ordering::Relaxed);
+            stripped
+        }
+        None => body,
+    };
+    Ok(forward(&state, parts, body).await)
 }
 
 /// The request without `StreamARN` when it also names the stream by
-/// `StreamName` (see the module documentation).
-fn without_stream_arn(body: Bytes) -> Bytes {
-    let Ok(serde_json::Value::Object(mut request)) = serde_json::from_slice(&body) else {
-        return body;
+/// `StreamName` (see the module documentation); `None` when there is nothing
+/// to drop.
+fn without_stream_arn(body: &[u8]) -> Option<Bytes> {
+    let Ok(serde_json::Value::Object(mut request)) = serde_json::from_slice(body) else {
+        return None;
     };
     if !request.contains_key("StreamName") || request.remove("StreamARN").is_none() {
-        return body;
+        return None;
     }
-    Bytes::from(serde_json::Value::Object(request).to_string())
+    Some(Bytes::from(serde_json::Value::Object(request).to_string()))
 }
 
 fn sts_caller_identity() -> Response<Full<Bytes>> {

@@ -1,11 +1,5 @@
 package rs.kinesis.interop;
 
-import com.amazonaws.auth.AWSStaticCredentialsProvider;
-import com.amazonaws.auth.BasicAWSCredentials;
-import com.amazonaws.services.kinesis.producer.Attempt;
-import com.amazonaws.services.kinesis.producer.KinesisProducer;
-import com.amazonaws.services.kinesis.producer.KinesisProducerConfiguration;
-import com.amazonaws.services.kinesis.producer.UserRecordResult;
 import com.google.common.util.concurrent.FutureCallback;
 import com.google.common.util.concurrent.Futures;
 import com.google.common.util.concurrent.MoreExecutors;
@@ -15,6 +9,13 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.Base64;
 import java.util.Properties;
+import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
+import software.amazon.awssdk.auth.credentials.StaticCredentialsProvider;
+import software.amazon.kinesis.producer.Attempt;
+import software.amazon.kinesis.producer.KinesisProducer;
+import software.amazon.kinesis.producer.KinesisProducerConfiguration;
+import software.amazon.kinesis.producer.UserRecordFailedException;
+import software.amazon.kinesis.producer.UserRecordResult;
 
 /**
  * Produces records with the AWS KPL, read from stdin, and reports each result on stdout.
@@ -43,7 +44,7 @@ public final class KplProducer {
         props.put("LogLevel", "warning");
         props.putAll(args.withPrefix("kpl."));
         KinesisProducerConfiguration config = KinesisProducerConfiguration.fromProperties(props);
-        config.setCredentialsProvider(new AWSStaticCredentialsProvider(new BasicAWSCredentials("test", "test")));
+        config.setCredentialsProvider(StaticCredentialsProvider.create(AwsBasicCredentials.create("test", "test")));
         KinesisProducer producer = new KinesisProducer(config);
         Json.event("started").emitNow();
         if (Boolean.parseBoolean(args.get("warmup", "false"))) {
@@ -87,7 +88,7 @@ public final class KplProducer {
                         @Override
                         public void onFailure(Throwable error) {
                             String detail = error.toString();
-                            if (error instanceof com.amazonaws.services.kinesis.producer.UserRecordFailedException f) {
+                            if (error instanceof UserRecordFailedException f) {
                                 StringBuilder sb = new StringBuilder();
                                 for (Attempt a : f.getResult().getAttempts()) {
                                     sb.append(a.getErrorCode()).append(": ").append(a.getErrorMessage()).append("; ");
