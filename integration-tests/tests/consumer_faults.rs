@@ -257,6 +257,16 @@ async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
         let Some(first_b) = by_b.iter().min() else {
             continue;
         };
+        // worker-a had the shard before worker-b (some shards move to a
+        // just as the stall begins).
+        let took_over = !by_a.is_empty()
+            || seen
+                .iter()
+                .any(|s| s.0 == "worker-a" && s.1 == shard && s.3 < stall_at);
+        if !took_over {
+            continue;
+        }
+        handed_over += 1;
         // Only take-overs of expired leases are fencing's to protect: no
         // lease of worker-a's expires before 2 s into the stall (its last
         // renewal was at most 1 s before it, failover 3 s). A shard moving
@@ -265,13 +275,6 @@ async fn a_worker_whose_lease_table_stalls_stops_before_its_leases_are_taken() {
         if first_b.duration_since(stall_at) < Duration::from_secs(2) {
             continue;
         }
-        let took_over = seen
-            .iter()
-            .any(|s| s.0 == "worker-a" && s.1 == shard && s.3 < stall_at);
-        if !took_over {
-            continue;
-        }
-        handed_over += 1;
         if let Some(last_a) = by_a.iter().max() {
             assert!(
                 last_a < first_b,
