@@ -249,6 +249,16 @@ impl Core {
             .partition(|u| &*u.stream == stream);
         self.unverified = others;
         for held in mine {
+            // A map listed before the reshard (a load already in flight when
+            // the aggregate came back) does not know the shard it landed
+            // in: it cannot tell; keep it and ask for a newer map.
+            if !map.contains(&held.shard_id) {
+                if let Some(state) = self.streams.get_mut(stream) {
+                    state.map_wanted = true;
+                }
+                self.unverified.push(held);
+                continue;
+            }
             let covered = held.pendings.iter().all(|pending| {
                 map.shard_for(pending.hash_key)
                     .is_some_and(|index| **map.shard_id(index) == *held.shard_id)

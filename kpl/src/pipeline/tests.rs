@@ -303,6 +303,60 @@ fn an_aggregate_stored_outside_its_records_range_after_a_split_is_put_again() {
     assert_eq!(result.attempts.len(), 1);
 }
 
+/// A map listed before the reshard (a load already in flight) does not know
+/// the shard the aggregate landed in: it decides nothing; the aggregate
+/// waits for a newer map, and one that covers it is stored once.
+#[test]
+fn a_map_that_does_not_know_the_landing_shard_decides_nothing() {
+    let mut core = Core::new(Arc::new(ProducerConfig::default()));
+    let now = Instant::now();
+    core.preload("s");
+    core.set_shard_map("s", one_shard_map(), now);
+    let (reply, answer) = oneshot::channel();
+    let mut record = pending(
+        UserRecord::new("s", "a", "data").with_explicit_hash_key(5),
+        now,
+    );
+    record.reply = Some(reply);
+    core.add(record);
+    // Two records: one alone is sent unaggregated and never held.
+    core.add(pending(
+        UserRecord::new("s", "b", "data").with_explicit_hash_key(7),
+        now,
+    ));
+    let request = entries_after_flush(&mut core, now)
+        .into_iter()
+        .next()
+        .expect("request");
+    let outcome = stored_in(&request, "child-low");
+    core.on_response(request, outcome, now);
+    assert_eq!(core.outstanding(), 2, "held until a fresh map");
+    let _ = core.wanted_maps();
+    // The old map once more: it knows no "child-low".
+    core.set_shard_map("s", one_shard_map(), now);
+    assert_eq!(core.outstanding(), 2, "still held, not put again");
+    assert!(
+        entries_after_flush(&mut core, now).is_empty(),
+        "nothing put again"
+    );
+    assert!(
+        core.wanted_maps().contains(&Arc::from("s")),
+        "a newer map is asked for"
+    );
+    let split = ShardMap::from_ranges([
+        ("child-low", 0, u128::MAX / 2),
+        ("child-high", u128::MAX / 2 + 1, u128::MAX),
+    ])
+    .expect("map");
+    core.set_shard_map("s", split, now);
+    assert_eq!(core.outstanding(), 0);
+    let result = answer.blocking_recv().expect("answered").expect("stored");
+    assert_eq!(
+        (result.shard_id.as_str(), result.attempts.len()),
+        ("child-low", 1)
+    );
+}
+
 #[test]
 fn an_aggregate_held_for_a_fresh_map_completes_as_stored_at_its_ttl() {
     let mut core = Core::new(Arc::new(ProducerConfig::default()));
