@@ -241,14 +241,13 @@ impl LeaseCoordinator {
     /// Scans the table and takes what the taker plans; returns the scan.
     pub(crate) async fn take(&mut self) -> Result<LeaseScan, LeaseError> {
         let scan = self.table.scan().await?;
-        let plan = self.taker.plan(&scan.leases, Instant::now());
+        let (held, stopping, cooling) = (&self.held, &self.stopping, &self.cooling);
+        let plan = self
+            .taker
+            .plan_excluding(&scan.leases, Instant::now(), |key| {
+                held.contains_key(key) || stopping.contains_key(key) || cooling.contains_key(key)
+            });
         for key in plan.take.into_iter().chain(plan.steal) {
-            if self.held.contains_key(&key)
-                || self.stopping.contains_key(&key)
-                || self.cooling.contains_key(&key)
-            {
-                continue;
-            }
             let Some(lease) = scan.leases.iter().find(|l| l.lease_key == key) else {
                 continue;
             };

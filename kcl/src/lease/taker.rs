@@ -71,6 +71,18 @@ impl LeaseTaker {
 
     /// Records a fresh scan of the table and plans what to take.
     pub fn plan(&mut self, leases: &[Lease], now: Instant) -> TakePlan {
+        self.plan_excluding(leases, now, |_| false)
+    }
+
+    /// [`plan`](Self::plan), never choosing a lease `excluded` names (one
+    /// this worker leaves alone for a while): the slots go to the others.
+    /// Excluded leases still count toward every worker's share.
+    pub fn plan_excluding(
+        &mut self,
+        leases: &[Lease],
+        now: Instant,
+        excluded: impl Fn(&str) -> bool,
+    ) -> TakePlan {
         self.observe(leases, now);
         // Finished shards need no worker.
         let active: Vec<&Lease> = leases
@@ -82,6 +94,7 @@ impl LeaseTaker {
         for lease in &active {
             match (&lease.lease_owner, self.is_expired(lease, now)) {
                 (Some(owner), false) => *counts.entry(owner.as_str()).or_default() += 1,
+                _ if excluded(&lease.lease_key) => {}
                 _ => available.push(lease.lease_key.clone()),
             }
         }
@@ -112,7 +125,9 @@ impl LeaseTaker {
                 let mut theirs: Vec<&Lease> = active
                     .iter()
                     .copied()
-                    .filter(|lease| lease.lease_owner.as_deref() == Some(*owner))
+                    .filter(|lease| {
+                        lease.lease_owner.as_deref() == Some(*owner) && !excluded(&lease.lease_key)
+                    })
                     .collect();
                 theirs.shuffle(&mut rand::rng());
                 theirs.first().map(|lease| lease.lease_key.clone())
@@ -139,6 +154,16 @@ impl LeaseTaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excluded_leases_leave_their_slot_to_others() {
+        let mut taker = LeaseTaker::new("me", Duration::from_secs(10), 1);
+        let leases = vec![lease("cooling", None, 0), lease("free", None, 0)];
+        for _ in 0..20 {
+            let plan = taker.plan_excluding(&leases, Instant::now(), |k| k == "cooling");
+            assert_eq!(plan.take, vec!["free".to_owned()]);
+        }
+    }
 
     fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
         let mut lease = Lease::new(key, ExtendedSequenceNumber::TRIM_HORIZON);
