@@ -78,6 +78,30 @@ async fn produce(
     sent
 }
 
+/// Once S3 answers again: waits until `records` are uploaded (2 minutes at
+/// most), stops the connector gracefully, and returns the archive's rows.
+async fn finish_after_s3_returns(
+    stats: &connector_s3::connector::ConnectorStats,
+    shutdown: kcl::scheduler::ShutdownHandle,
+    task: tokio::task::JoinHandle<Result<(), connector_s3::connector::ConnectorError>>,
+    records: usize,
+    aws: &LocalAws,
+    bucket: &str,
+) -> Vec<(String, String, u64, Vec<u8>)> {
+    let started = Instant::now();
+    while (stats.snapshot().records_uploaded as usize) < records {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not archived after S3 came back: {}",
+            stats.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.graceful().await;
+    task.await.expect("join").expect("connector");
+    archived(&aws.s3_client(), bucket, "archive/").await
+}
+
 fn counts(name: &str, proxy: &FaultProxy) -> String {
     let c = proxy.counts();
     format!(
@@ -294,18 +318,7 @@ async fn s3_down_pauses_reading_at_the_buffer_bound_and_loses_nothing() {
     let failed_calls = FaultCounts::get(&s3.counts().failed);
 
     s3.set_faults(Faults::default());
-    let started = Instant::now();
-    while (stats.snapshot().records_uploaded as usize) < RECORDS {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "not archived after S3 came back: {}",
-            stats.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    shutdown.graceful().await;
-    task.await.expect("join").expect("connector");
-    let rows = archived(&aws.s3_client(), &bucket, "archive/").await;
+    let rows = finish_after_s3_returns(&stats, shutdown, task, RECORDS, &aws, &bucket).await;
     eprintln!(
         "Reliability: S3 down 8 s: {failed_calls} S3 calls refused, read {} of {RECORDS} records while down, peak buffered {peak} bytes (bound 1 MiB); after: {} archived in {} bytes",
         paused.records_in,
@@ -435,18 +448,7 @@ async fn a_full_buffer_disk_pauses_reading_and_loses_nothing() {
     assert!(!task.is_finished(), "the connector keeps running");
 
     s3.set_faults(Faults::default());
-    let started = Instant::now();
-    while (stats.snapshot().records_uploaded as usize) < RECORDS {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "not archived after S3 came back: {}",
-            stats.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    shutdown.graceful().await;
-    task.await.expect("join").expect("connector");
-    let rows = archived(&aws.s3_client(), &bucket, "archive/").await;
+    let rows = finish_after_s3_returns(&stats, shutdown, task, RECORDS, &aws, &bucket).await;
     eprintln!(
         "Reliability: buffer disk 640 KiB, S3 down 6 s: least free {least_free} bytes, read {} of {RECORDS} records meanwhile; after: {} archived",
         full.records_in,
