@@ -756,6 +756,20 @@ async fn stop_java_kcl(worker: &mut JavaProcess) {
     );
 }
 
+/// A new 4-shard stream holding `count` small records produced by our
+/// `kpl`: its name.
+async fn four_shards_with_our_records(aws: &LocalAws, prefix: &str, count: usize) -> String {
+    let stream = unique_name(prefix);
+    resources::create_stream(&aws.kinesis_client(), &stream, 4)
+        .await
+        .expect("stream");
+    let records = small_records(count);
+    let producer = common::producer(aws, &stream);
+    produce_with_ours(&producer, &stream, &records).await;
+    producer.shutdown().await.expect("producer shutdown");
+    stream
+}
+
 /// Records produced by our `kpl`, in input order: the producer's
 /// `(shard, sequence, sub-sequence)` for each.
 async fn produce_with_ours(
@@ -1039,14 +1053,7 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
     };
     let aws = LocalAws::start().await.expect("local AWS");
     let kinesis = aws.kinesis_client();
-    let stream = unique_name("java-then-ours");
-    resources::create_stream(&kinesis, &stream, 4)
-        .await
-        .expect("stream");
-    let records = small_records(COUNT);
-    let producer = common::producer(&aws, &stream);
-    produce_with_ours(&producer, &stream, &records).await;
-    producer.shutdown().await.expect("producer shutdown");
+    let stream = four_shards_with_our_records(&aws, "java-then-ours", COUNT).await;
 
     let app = unique_name("java-first");
     let mut worker = start_java_kcl(
@@ -1135,14 +1142,7 @@ async fn the_java_kcl_continues_from_kcl_checkpoints() {
     };
     let aws = LocalAws::start().await.expect("local AWS");
     let kinesis = aws.kinesis_client();
-    let stream = unique_name("ours-then-java");
-    resources::create_stream(&kinesis, &stream, 4)
-        .await
-        .expect("stream");
-    let records = small_records(COUNT);
-    let producer = common::producer(&aws, &stream);
-    produce_with_ours(&producer, &stream, &records).await;
-    producer.shutdown().await.expect("producer shutdown");
+    let stream = four_shards_with_our_records(&aws, "ours-then-java", COUNT).await;
 
     let app = unique_name("ours-first");
     let seen: Seen = Arc::default();
