@@ -133,16 +133,23 @@ impl Ord for ExtendedSequenceNumber {
         }
         match (&self.position, &other.position) {
             (Position::Sequence(a), Position::Sequence(b)) => {
-                let a = a.trim_start_matches('0');
-                let b = b.trim_start_matches('0');
-                a.len()
-                    .cmp(&b.len())
-                    .then_with(|| a.cmp(b))
-                    .then_with(|| self.sub_sequence_number.cmp(&other.sub_sequence_number))
+                compare_positions(a, self.sub_sequence_number, b, other.sub_sequence_number)
             }
             (a, b) => rank(a).cmp(&rank(b)),
         }
     }
+}
+
+/// Orders two (sequence number, sub-sequence number) positions as
+/// [`ExtendedSequenceNumber`] does, without building one: sequence numbers
+/// numerically (decimal digits), then sub-sequence numbers.
+pub(crate) fn compare_positions(a: &str, a_sub: u64, b: &str, b_sub: u64) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.cmp(b))
+        .then_with(|| a_sub.cmp(&b_sub))
 }
 
 impl PartialOrd for ExtendedSequenceNumber {

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::checkpoint::ExtendedSequenceNumber;
+use std::cmp::Ordering;
+
+use crate::checkpoint::{ExtendedSequenceNumber, compare_positions};
 use crate::lease::HeldLease;
 use crate::metrics as m;
 use crate::processor::{
@@ -228,7 +230,8 @@ pub(crate) async fn run<P: RecordProcessor>(
 /// dropped, logged and counted in [`m::REPEATED_RECORDS_DROPPED`].
 pub(crate) struct DeliveryOrder {
     shard_id: String,
-    last: Option<ExtendedSequenceNumber>,
+    /// The last position delivered (sequence, sub-sequence).
+    last: Option<(String, u64)>,
 }
 
 impl DeliveryOrder {
@@ -237,31 +240,55 @@ impl DeliveryOrder {
             shard_id: shard_id.to_owned(),
             last: checkpoint
                 .sequence_number()
-                .is_some()
-                .then(|| checkpoint.clone()),
+                .map(|sequence| (sequence.to_owned(), checkpoint.sub_sequence_number())),
         }
     }
 
-    /// The records after the last one delivered, in order.
-    pub(crate) fn keep_new(&mut self, records: Vec<ConsumerRecord>) -> Vec<ConsumerRecord> {
+    /// The records after the last one delivered, in order; compacted in
+    /// place, without an allocation per record (this is every record's path).
+    pub(crate) fn keep_new(&mut self, mut records: Vec<ConsumerRecord>) -> Vec<ConsumerRecord> {
+        let newer = |record: &ConsumerRecord, sequence: &str, sub: u64| {
+            compare_positions(
+                &record.sequence_number,
+                record.sub_sequence_number,
+                sequence,
+                sub,
+            ) == Ordering::Greater
+        };
         let before = records.len();
-        let mut kept = Vec::with_capacity(before);
-        for record in records {
-            let position = record.extended_sequence_number();
-            if self.last.as_ref().is_some_and(|last| position <= *last) {
-                continue;
+        let mut kept = 0usize;
+        for read in 0..records.len() {
+            let keep = match kept.checked_sub(1) {
+                Some(previous) => {
+                    let previous = &records[previous];
+                    newer(
+                        &records[read],
+                        &previous.sequence_number,
+                        previous.sub_sequence_number,
+                    )
+                }
+                None => self
+                    .last
+                    .as_ref()
+                    .is_none_or(|(sequence, sub)| newer(&records[read], sequence, *sub)),
+            };
+            if keep {
+                records.swap(kept, read);
+                kept += 1;
             }
-            self.last = Some(position);
-            kept.push(record);
         }
-        let dropped = before - kept.len();
+        records.truncate(kept);
+        if let Some(last) = records.last() {
+            self.last = Some((last.sequence_number.clone(), last.sub_sequence_number));
+        }
+        let dropped = before - kept;
         if dropped > 0 {
             metrics::counter!(m::REPEATED_RECORDS_DROPPED, "shard" => self.shard_id.clone())
                 .increment(dropped as u64);
             tracing::warn!(shard = %self.shard_id, dropped, last = ?self.last,
                 "records at or before a position already delivered were handed over again; dropped");
         }
-        kept
+        records
     }
 }
 
