@@ -202,12 +202,47 @@ where
     /// timeouts of [`ConsumerConfig::dynamodb_timeouts`] and
     /// [`ConsumerConfig::kinesis_timeouts`] where `sdk_config` sets none.
     pub fn new(sdk_config: &aws_config::SdkConfig, config: ConsumerConfig, factory: F) -> Self {
-        let table = LeaseTable::new(
-            aws_sdk_dynamodb::Client::new(&config.dynamodb_timeouts.apply(sdk_config)),
-            &config.application_name,
-        );
+        let kinesis = aws_sdk_kinesis::Client::new(&config.kinesis_timeouts.apply(sdk_config));
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config.dynamodb_timeouts.apply(sdk_config));
+        Self::with_clients(kinesis, dynamodb, config, factory)
+    }
+
+    /// A scheduler using the caller's clients as they are (their endpoints,
+    /// credentials and timeouts; [`ConsumerConfig::dynamodb_timeouts`] and
+    /// [`ConsumerConfig::kinesis_timeouts`] are not applied): for a Kinesis
+    /// and a lease table reached through different endpoints or accounts.
+    ///
+    /// ```no_run
+    /// # use kcl::processor::*;
+    /// # struct P; impl RecordProcessor for P {
+    /// #   async fn initialize(&mut self, _: InitializationInput) {}
+    /// #   async fn process_records(&mut self, _: ProcessRecordsInput, _: &mut Checkpointer) {}
+    /// #   async fn lease_lost(&mut self) {}
+    /// #   async fn shard_ended(&mut self, c: &mut Checkpointer) { let _ = c.checkpoint_shard_end().await; }
+    /// #   async fn shutdown_requested(&mut self, _: &mut Checkpointer) {}
+    /// # }
+    /// # fn demo(sdk_config: aws_config::SdkConfig) {
+    /// use kcl::scheduler::{ConsumerConfig, Scheduler};
+    /// use kcl::timeouts::ApiTimeouts;
+    /// let kinesis = aws_sdk_kinesis::Client::from_conf(
+    ///     aws_sdk_kinesis::config::Builder::from(&ApiTimeouts::KINESIS.apply(&sdk_config))
+    ///         .endpoint_url("https://kinesis.eu-west-1.amazonaws.com")
+    ///         .build(),
+    /// );
+    /// let dynamodb = aws_sdk_dynamodb::Client::new(&ApiTimeouts::DYNAMODB.apply(&sdk_config));
+    /// let config = ConsumerConfig::new("my-app", "orders", "worker-1");
+    /// let scheduler = Scheduler::with_clients(kinesis, dynamodb, config, |_shard: &str| P);
+    /// # }
+    /// ```
+    pub fn with_clients(
+        kinesis: aws_sdk_kinesis::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+        config: ConsumerConfig,
+        factory: F,
+    ) -> Self {
+        let table = LeaseTable::new(dynamodb, &config.application_name);
         Self {
-            kinesis: aws_sdk_kinesis::Client::new(&config.kinesis_timeouts.apply(sdk_config)),
+            kinesis,
             table,
             config,
             factory: Arc::new(factory),

@@ -1,0 +1,258 @@
+//! Java `.properties` files, read as `java.util.Properties.load` reads them,
+//! so that a MultiLangDaemon properties file works here unchanged.
+//!
+//! The format: one `key = value` (or `key: value`, or `key value`) per
+//! logical line; `#` and `!` start comment lines; a line ending in an odd
+//! number of backslashes continues on the next (whose leading blanks are
+//! dropped); `\t \n \r \f \uXXXX` and `\<any>` escapes in keys and values.
+//! One difference, deliberate: trailing blanks of a value are dropped
+//! (Java keeps them, and `failoverTimeMillis = 10000 ` then fails to parse
+//! for a reason nobody sees).
+
+use std::collections::BTreeMap;
+
+/// A properties file: its entries in file order, duplicates kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    entries: Vec<Entry>,
+}
+
+/// One `key = value` of a properties file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key, unescaped.
+    pub key: String,
+    /// The value, unescaped, trailing blanks dropped.
+    pub value: String,
+    /// The line (1-based) the entry starts on.
+    pub line: usize,
+}
+
+/// A properties file that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PropertiesError {
+    /// A `\u` escape not followed by four hexadecimal digits (Java refuses
+    /// the whole file for it too).
+    #[error("line {line}: malformed \\uXXXX escape")]
+    MalformedUnicodeEscape {
+        /// The line (1-based).
+        line: usize,
+    },
+}
+
+impl Properties {
+    /// Parses the text of a properties file.
+    ///
+    /// ```
+    /// let properties = kcl_multilang::properties::Properties::parse(
+    ///     "# a comment\nexecutableName = python3 app.py\nstreamName: orders\n",
+    /// ).unwrap();
+    /// assert_eq!(properties.get("executableName"), Some("python3 app.py"));
+    /// assert_eq!(properties.get("streamName"), Some("orders"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`PropertiesError::MalformedUnicodeEscape`].
+    pub fn parse(text: &str) -> Result<Self, PropertiesError> {
+        let mut entries = Vec::new();
+        let mut lines = text.lines().enumerate();
+        while let Some((index, first)) = lines.next() {
+            let line_number = index + 1;
+            let trimmed = first.trim_start_matches([' ', '\t', '\x0c']);
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
+                continue;
+            }
+            // Join continuation lines into one logical line.
+            let mut logical = String::new();
+            let mut part = trimmed;
+            loop {
+                if ends_with_odd_backslashes(part) {
+                    logical.push_str(&part[..part.len() - 1]);
+                    match lines.next() {
+                        Some((_, next)) => part = next.trim_start_matches([' ', '\t', '\x0c']),
+                        None => break,
+                    }
+                } else {
+                    logical.push_str(part);
+                    break;
+                }
+            }
+            let (key, value) = split_key_value(&logical);
+            entries.push(Entry {
+                key: unescape(key, line_number)?,
+                value: unescape(value, line_number)?
+                    .trim_end_matches([' ', '\t', '\x0c'])
+                    .to_owned(),
+                line: line_number,
+            });
+        }
+        Ok(Self { entries })
+    }
+
+    /// The value of `key` (the last one, when the key is repeated, as in
+    /// Java).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.key == key)
+            .map(|entry| entry.value.as_str())
+    }
+
+    /// Every entry, in file order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The keys set more than once, with the lines they are on.
+    pub fn repeated_keys(&self) -> BTreeMap<&str, Vec<usize>> {
+        let mut lines: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for entry in &self.entries {
+            lines.entry(&entry.key).or_default().push(entry.line);
+        }
+        lines.retain(|_, lines| lines.len() > 1);
+        lines
+    }
+}
+
+fn ends_with_odd_backslashes(line: &str) -> bool {
+    line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
+}
+
+/// Splits a logical line at the first unescaped `=`, `:` or blank, as
+/// `Properties.load` does.
+fn split_key_value(line: &str) -> (&str, &str) {
+    let bytes = line.as_bytes();
+    let mut index = 0;
+    let mut escaped = false;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if escaped {
+            escaped = false;
+        } else if byte == b'\\' {
+            escaped = true;
+        } else if matches!(byte, b'=' | b':' | b' ' | b'\t' | b'\x0c') {
+            break;
+        }
+        index += 1;
+    }
+    let key = &line[..index];
+    let mut rest = line[index..].trim_start_matches([' ', '\t', '\x0c']);
+    if let Some(stripped) = rest.strip_prefix(['=', ':']) {
+        rest = stripped.trim_start_matches([' ', '\t', '\x0c']);
+    }
+    (key, rest)
+}
+
+fn unescape(text: &str, line: usize) -> Result<String, PropertiesError> {
+    if !text.contains('\\') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\x0c'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                let code = (hex.len() == 4)
+                    .then(|| u32::from_str_radix(&hex, 16).ok())
+                    .flatten()
+                    .ok_or(PropertiesError::MalformedUnicodeEscape { line })?;
+                // A lone surrogate half (Java would keep it in a UTF-16
+                // string) becomes U+FFFD.
+                out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pairs(text: &str) -> Vec<(String, String)> {
+        Properties::parse(text)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_the_forms_java_reads() {
+        let text = "\
+# comment
+! also a comment
+   executableName = python3 sample_kclpy_app.py
+streamName:orders
+applicationName   app one
+empty=
+path = a\\\\b
+key\\ with\\ spaces = v
+unicode = caf\\u00e9
+long = first \\
+       second
+trailing = 10000   \n";
+        assert_eq!(
+            pairs(text),
+            vec![
+                (
+                    "executableName".into(),
+                    "python3 sample_kclpy_app.py".into()
+                ),
+                ("streamName".into(), "orders".into()),
+                ("applicationName".into(), "app one".into()),
+                ("empty".into(), "".into()),
+                ("path".into(), "a\\b".into()),
+                ("key with spaces".into(), "v".into()),
+                ("unicode".into(), "café".into()),
+                ("long".into(), "first second".into()),
+                ("trailing".into(), "10000".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_key_wins_and_is_reported() {
+        let properties = Properties::parse("a = 1\nb = 2\na = 3\n").unwrap();
+        assert_eq!(properties.get("a"), Some("3"));
+        assert_eq!(properties.repeated_keys().get("a"), Some(&vec![1, 3]));
+    }
+
+    #[test]
+    fn a_bad_unicode_escape_is_refused_with_its_line() {
+        assert_eq!(
+            Properties::parse("ok = 1\nbad = \\u12\n"),
+            Err(PropertiesError::MalformedUnicodeEscape { line: 2 })
+        );
+    }
+
+    proptest! {
+        /// Any text parses or is refused with a line number; nothing panics.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,200}") {
+            let _ = Properties::parse(&text);
+        }
+
+        /// A simple `key = value` line reads back as written.
+        #[test]
+        fn simple_pairs_round_trip(key in "[a-zA-Z][a-zA-Z0-9.]{0,20}", value in "[a-zA-Z0-9/ .:_-]{0,40}") {
+            let text = format!("{key} = {value}\n");
+            let properties = Properties::parse(&text).unwrap();
+            prop_assert_eq!(properties.get(&key), Some(value.trim()));
+        }
+    }
+}
