@@ -28,6 +28,8 @@ pub struct JavaInterop {
     kpl_classpath: String,
     /// For every other program (the Java KCL 2.x and its dependencies).
     kcl_classpath: String,
+    /// For the Java MultiLangDaemon (the KCL's multilang module, logback).
+    multilang_classpath: String,
     logs: PathBuf,
 }
 
@@ -42,7 +44,7 @@ pub enum Unavailable {
 
 impl JavaInterop {
     /// Finds `java` and `mvn` on the `PATH` and the build output under
-    /// `interop/java/{kpl,kcl}/target/` of the repository.
+    /// `interop/java/{kpl,kcl,multilang}/target/` of the repository.
     pub fn find() -> Result<Self, Unavailable> {
         let java = which("java").ok_or_else(|| {
             Unavailable::ToolMissing("`java` is not on the PATH (Java 17 or newer)".into())
@@ -68,6 +70,7 @@ impl JavaInterop {
         };
         let kpl_classpath = classpath("kpl")?;
         let kcl_classpath = classpath("kcl")?;
+        let multilang_classpath = classpath("multilang")?;
         let logs = root.join("target/logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Unavailable::NotBuilt(format!("cannot create {}: {e}", logs.display())))?;
@@ -75,6 +78,7 @@ impl JavaInterop {
             java,
             kpl_classpath,
             kcl_classpath,
+            multilang_classpath,
             logs,
         })
     }
@@ -83,6 +87,21 @@ impl JavaInterop {
     /// classpath for `KplProducer`, on the KCL's otherwise); its stderr goes
     /// to `interop/java/target/logs/<name>.log`.
     pub fn spawn(&self, main: &str, name: &str, args: &[String]) -> Result<JavaProcess, Error> {
+        self.spawn_class(&format!("rs.kinesis.interop.{main}"), name, args, &[])
+    }
+
+    /// Starts the class `class` (fully qualified: a Java original's own main,
+    /// such as `software.amazon.kinesis.multilang.MultiLangDaemon`) on its
+    /// module's classpath (`multilang/` for the MultiLangDaemon, `kpl/` for
+    /// `rs.kinesis.interop.KplProducer`, `kcl/` otherwise),
+    /// with `env` added to its environment.
+    pub fn spawn_class(
+        &self,
+        class: &str,
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<JavaProcess, Error> {
         let log_path = self.logs.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).map_err(|source| Error::Io {
             what: "creating a Java log file",
@@ -96,13 +115,16 @@ impl JavaInterop {
             .arg("-Daws.cborEnabled=false")
             .arg("-Daws.java.v1.disableDeprecationAnnouncement=true")
             .arg("-cp")
-            .arg(if main == "KplProducer" {
+            .arg(if class == "rs.kinesis.interop.KplProducer" {
                 &self.kpl_classpath
+            } else if class.starts_with("software.amazon.kinesis.multilang.") {
+                &self.multilang_classpath
             } else {
                 &self.kcl_classpath
             })
-            .arg(format!("rs.kinesis.interop.{main}"))
+            .arg(class)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             // Never ask the EC2 instance metadata service (a non-loopback
             // address) for a region or credentials.
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -166,6 +188,11 @@ impl JavaProcess {
     /// Where its stderr (the Java logs) goes.
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// Its process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The last `lines` lines of its log, for failure messages.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use integration_tests::java::{JavaInterop, Unavailable};
 use integration_tests::{LocalAws, resources, unique_name};
 use kcl::checkpoint::ExtendedSequenceNumber;
 use kcl::lease::LeaseTable;
@@ -302,4 +303,228 @@ async fn run_check(path: &Path) -> std::process::Output {
         .output()
         .await
         .expect("run kcl-multilang")
+}
+
+/// Side by side with the Java MultiLangDaemon of the interop KCL version
+/// (Maven Central), the same recorder child on the same stream and records:
+/// per shard, the records each child receives are equal field by field
+/// (batching may differ), every message has the same keys with the same
+/// JSON types, and the checkpoints written are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_protocol_as_the_java_multilang_daemon() {
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip() else { return };
+    if !peers().python() {
+        return;
+    }
+    let setup = Setup::new(4).await;
+    let records = setup.produce(0..800).await;
+    let recorder = format!("python3 {}", processor("recorder.py").display());
+
+    // The Java daemon. Its leases are created up front: on an empty lease
+    // table the Java KCL waits a random 1–30 s before its first shard sync.
+    let java_app = unique_name("multilang-java");
+    seed_leases(&setup, &java_app).await;
+    let java_dir = setup.dir.path().join("java-records");
+    std::fs::create_dir_all(&java_dir).expect("dir");
+    let properties = setup.properties_for(&java_app, &recorder, &[("shutdownGraceMillis", "3000")]);
+    let mut daemon = java
+        .spawn_class(
+            "software.amazon.kinesis.multilang.MultiLangDaemon",
+            "multilang-daemon",
+            &["-p".to_owned(), properties.display().to_string()],
+            &[("MULTILANG_RECORD_DIR", java_dir.display().to_string())],
+        )
+        .expect("start the Java MultiLangDaemon");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while protocol_records(&recorder_files_in(&java_dir)).len() < records.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the Java daemon did not deliver every record:\n{}",
+            daemon.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // SIGTERM: each child gets shutdownRequested (it checkpoints) and
+    // leaseLost; the JVM then waits out shutdownGraceMillis and exits 143.
+    std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().expect("running").to_string()])
+        .status()
+        .expect("kill");
+    let _ = daemon
+        .wait(Duration::from_secs(60))
+        .await
+        .expect("the Java daemon exits");
+
+    // Ours.
+    let ours_dir = setup.dir.path().join("our-records");
+    std::fs::create_dir_all(&ours_dir).expect("dir");
+    let properties = setup.properties(&recorder, &[]);
+    let mut ours = setup.daemon(
+        &properties,
+        &[("MULTILANG_RECORD_DIR", ours_dir.display().to_string())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while protocol_records(&recorder_files_in(&ours_dir)).len() < records.len() {
+        ours.assert_running();
+        assert!(Instant::now() < deadline, "{}", ours.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ours.stop().await;
+
+    let java_files = recorder_files_in(&java_dir);
+    let our_files = recorder_files_in(&ours_dir);
+    assert_eq!(java_files.len(), 4, "one Java child per shard");
+    assert_eq!(our_files.len(), 4, "one child of ours per shard");
+    let by_shard = |files: &BTreeMap<(String, u32), Vec<Value>>| -> BTreeMap<String, Vec<Value>> {
+        files
+            .iter()
+            .map(|((shard, _), lines)| (shard.clone(), lines.clone()))
+            .collect()
+    };
+    let (java_lines, our_lines) = (by_shard(&java_files), by_shard(&our_files));
+    for (shard, java_shard) in &java_lines {
+        let our_shard = &our_lines[shard];
+        // The records, in order, field by field.
+        assert_eq!(
+            records_in(our_shard),
+            records_in(java_shard),
+            "{shard}: the records the child received"
+        );
+        // The messages' sequence of actions, batches merged.
+        assert_eq!(actions(our_shard), actions(java_shard), "{shard}");
+        assert_eq!(our_shard[0], java_shard[0], "{shard}: initialize");
+        eprintln!(
+            "{shard}: {} records; Java: {} batches, ours: {}; actions {:?}",
+            records_in(java_shard).len(),
+            java_shard
+                .iter()
+                .filter(|l| l["action"] == "processRecords")
+                .count(),
+            our_shard
+                .iter()
+                .filter(|l| l["action"] == "processRecords")
+                .count(),
+            actions(our_shard)
+        );
+    }
+    // Every message (and record) has the same keys with the same types.
+    let shapes = |lines: &BTreeMap<String, Vec<Value>>| {
+        let mut shapes = BTreeMap::new();
+        for line in lines.values().flatten() {
+            let action = line["action"].as_str().unwrap_or("?").to_owned();
+            shapes
+                .entry(action)
+                .or_insert_with(BTreeSet::new)
+                .insert(shape(line));
+            for record in line["records"].as_array().into_iter().flatten() {
+                shapes
+                    .entry("record".to_owned())
+                    .or_insert_with(BTreeSet::new)
+                    .insert(shape(record));
+            }
+        }
+        shapes
+    };
+    assert_eq!(shapes(&our_lines), shapes(&java_lines));
+    // The same checkpoints.
+    let java_checkpoints = checkpoints_of(&setup, &java_app).await;
+    let our_checkpoints = setup.checkpoints().await;
+    assert_eq!(our_checkpoints, java_checkpoints);
+    assert_eq!(our_checkpoints.len(), 4);
+    setup.finish().await;
+}
+
+fn java_or_skip() -> Option<JavaInterop> {
+    match JavaInterop::find() {
+        Ok(java) => Some(java),
+        Err(Unavailable::ToolMissing(why)) => {
+            eprintln!("SKIPPED: {why}; the Java side-by-side test needs Java 17+ and Maven");
+            None
+        }
+        Err(Unavailable::NotBuilt(why)) => panic!("{why}"),
+    }
+}
+
+/// One free TRIM_HORIZON lease per shard of the stream, in `app`'s table.
+async fn seed_leases(setup: &Setup, app: &str) {
+    let table = LeaseTable::new(setup.aws.dynamodb_client(), app);
+    table.create_if_missing().await.expect("lease table");
+    let shards = setup
+        .aws
+        .kinesis_client()
+        .list_shards()
+        .stream_name(&setup.stream)
+        .send()
+        .await
+        .expect("ListShards");
+    for shard in shards.shards() {
+        let mut lease =
+            kcl::lease::Lease::new(shard.shard_id(), ExtendedSequenceNumber::TRIM_HORIZON);
+        lease.hash_key_range = shard.hash_key_range().map(|range| {
+            (
+                range.starting_hash_key().to_owned(),
+                range.ending_hash_key().to_owned(),
+            )
+        });
+        table.create_lease_if_absent(&lease).await.expect("lease");
+    }
+}
+
+async fn checkpoints_of(setup: &Setup, app: &str) -> HashMap<String, ExtendedSequenceNumber> {
+    LeaseTable::new(setup.aws.dynamodb_client(), app)
+        .list_leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|lease| (lease.shard().to_owned(), lease.checkpoint))
+        .collect()
+}
+
+/// The records of a child's processRecords messages, in order.
+fn records_in(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["action"] == "processRecords")
+        .flat_map(|l| l["records"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The actions a child received, consecutive processRecords (and the
+/// checkpoint answers between them) merged into one.
+fn actions(lines: &[Value]) -> Vec<String> {
+    let mut actions: Vec<String> = Vec::new();
+    for line in lines {
+        let action = match line["action"].as_str().unwrap_or("?") {
+            "processRecords" | "checkpoint"
+                if actions.last().is_some_and(|a| a == "processRecords…") =>
+            {
+                continue;
+            }
+            "processRecords" => "processRecords…".to_owned(),
+            other => other.to_owned(),
+        };
+        actions.push(action);
+    }
+    actions
+}
+
+/// An object's keys with their JSON types (`records` excluded).
+fn shape(value: &Value) -> BTreeMap<String, &'static str> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let kind = match value {
+                Value::Null => "null",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            (key.clone(), kind)
+        })
+        .collect()
 }

@@ -150,6 +150,11 @@ impl Setup {
     /// A properties file for `executable` with the test's timings, plus
     /// `extra` keys.
     pub fn properties(&self, executable: &str, extra: &[(&str, &str)]) -> PathBuf {
+        self.properties_for(&self.app, executable, extra)
+    }
+
+    /// The same for application `app`.
+    pub fn properties_for(&self, app: &str, executable: &str, extra: &[(&str, &str)]) -> PathBuf {
         let endpoints = self.aws.endpoints();
         let mut text = format!(
             "executableName = {executable}\n\
@@ -166,12 +171,12 @@ impl Setup {
              shardSyncIntervalMillis = 1000\n\
              idleTimeBetweenReadsInMillis = 100\n\
              shutdownGraceMillis = 20000\n",
-            self.stream, self.app, endpoints.kinesis, endpoints.dynamodb
+            self.stream, app, endpoints.kinesis, endpoints.dynamodb
         );
         for (key, value) in extra {
             text.push_str(&format!("{key} = {value}\n"));
         }
-        let path = self.dir.path().join(format!("{}.properties", self.app));
+        let path = self.dir.path().join(format!("{app}.properties"));
         std::fs::write(&path, text).expect("properties file");
         path
     }
@@ -246,25 +251,7 @@ impl Setup {
 
     /// The recorder's files: (shard, pid) → the lines it received.
     pub fn recorder_files(&self) -> BTreeMap<(String, u32), Vec<Value>> {
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(&self.record_dir)
-            .expect("record dir")
-            .flatten()
-        {
-            let path = entry.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Some(stem) = name.strip_suffix(".jsonl") else {
-                continue;
-            };
-            let Some((shard, pid)) = stem.rsplit_once('.') else {
-                continue;
-            };
-            let Ok(pid) = pid.parse() else { continue };
-            files.insert((shard.to_owned(), pid), read_lines(&path));
-        }
-        files
+        recorder_files_in(&self.record_dir)
     }
 
     /// Waits until `count` recorder files exist.
@@ -313,6 +300,26 @@ impl Setup {
             .ok();
         self.aws.shutdown().await;
     }
+}
+
+/// The recorder's files in `dir`: (shard, pid) → the lines it received.
+pub fn recorder_files_in(dir: &Path) -> BTreeMap<(String, u32), Vec<Value>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("record dir").flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".jsonl") else {
+            continue;
+        };
+        let Some((shard, pid)) = stem.rsplit_once('.') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse() else { continue };
+        files.insert((shard.to_owned(), pid), read_lines(&path));
+    }
+    files
 }
 
 async fn put(producer: &Producer, stream: &str, range: std::ops::Range<usize>) -> BTreeSet<String> {
