@@ -75,11 +75,22 @@ async fn the_kclpy_sample_processes_every_record() {
             "{shard}"
         );
     }
-    // The checkpoints: the last record of each shard.
+    // The checkpoints: the last record of each shard; the leases released.
     let checkpoints = setup.checkpoints().await;
     for (shard, last) in last_positions(&events) {
         assert_eq!(checkpoints[&shard], last, "{shard}");
     }
+    assert!(
+        setup.owners().await.iter().all(Option::is_none),
+        "leases released at shutdown"
+    );
+    // The sample logs each record on its stderr: forwarded with the shard.
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Record (Partition Key: key-") && l.contains("shard=shardId-")),
+        "the child's stderr is in the daemon's log with its shard"
+    );
     setup.finish().await;
 }
 
@@ -527,4 +538,71 @@ fn shape(value: &Value) -> BTreeMap<String, &'static str> {
             (key.clone(), kind)
         })
         .collect()
+}
+
+/// Children that hang past `timeoutInSeconds`, answer for another action,
+/// or exit: each costs only its own shard a restart (the Java daemon would
+/// exit, every shard with it); every record is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_or_misbehaving_child_ends_only_its_own_shard() {
+    let _serial = SERIAL.lock().await;
+    if !peers().python() {
+        return;
+    }
+    let setup = Setup::new(4).await;
+    let records = setup.produce(0..800).await;
+    let mut shards = setup.shards().await;
+    shards.sort();
+    let faults = format!(
+        "{}=hang,{}=bad-status,{}=exit",
+        shards[1], shards[2], shards[3]
+    );
+    let properties = setup.properties(
+        &format!("python3 {}", processor("recorder.py").display()),
+        &[
+            ("timeoutInSeconds", "2"),
+            ("childRestartBackoffMillis", "500"),
+        ],
+    );
+    let mut daemon = setup.daemon(&properties, &[("MULTILANG_FAULTS", faults)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every record, and the three replacement children.
+    let complete = |files: &BTreeMap<(String, u32), Vec<Value>>| {
+        protocol_records(files).len() >= records.len() && files.len() >= 7
+    };
+    while !complete(&setup.recorder_files()) {
+        daemon.assert_running();
+        assert!(Instant::now() < deadline, "{}", daemon.log_tail(60));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.stop().await;
+
+    let files = setup.recorder_files();
+    let delivered = protocol_records(&files);
+    assert_eq!(delivered.keys().cloned().collect::<BTreeSet<_>>(), records);
+    let children = |shard: &str| files.keys().filter(|(s, _)| s == shard).count();
+    assert_eq!(children(&shards[0]), 1, "the sane shard kept its child");
+    for shard in &shards[1..] {
+        assert_eq!(
+            children(shard),
+            2,
+            "{shard}: one failed child, one replacement"
+        );
+    }
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    for expected in [
+        "the child did not answer processRecords within 2s (timeoutInSeconds)",
+        "the child answered Some(\"initialize\") while the daemon waited for its answer to processRecords",
+        "the child closed its output",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
+    }
+    let duplicates: usize = delivered.values().map(|n| n - 1).sum();
+    eprintln!(
+        "three failed children: {duplicates} records processed twice (their uncheckpointed batches)"
+    );
+    setup.finish().await;
 }

@@ -3,13 +3,20 @@ daemons: every line the daemon writes to it is appended, verbatim, to
 $MULTILANG_RECORD_DIR/<shardId>.<pid>.jsonl. It checkpoints after each
 processRecords batch and at shardEnded and shutdownRequested (sequence null:
 the last record delivered), and answers each action with its status.
+
+$MULTILANG_FAULTS makes it misbehave once per shard, at its first batch of
+records: `shardId-000000000001=hang,shardId-000000000002=bad-status` (hang:
+never answer; bad-status: answer for another action; exit: exit 3). A
+marker file in the record directory keeps the shard's next child sane.
 Pure Python, standard library only."""
 import json
 import os
 import sys
+import time
 
 record_dir = os.environ["MULTILANG_RECORD_DIR"]
 out = None
+shard = None
 pending = []
 
 
@@ -47,13 +54,26 @@ for raw in sys.stdin:
     message = json.loads(line)
     action = message["action"]
     if action == "initialize":
+        shard = message["shardId"]
         path = os.path.join(record_dir, "%s.%d.jsonl" % (message["shardId"], os.getpid()))
         out = open(path, "a")
         for kept in pending:
             out.write(kept + "\n")
         pending = []
         out.flush()
-    elif action in ("processRecords", "shardEnded", "shutdownRequested"):
+    elif action == "processRecords" and message["records"]:
+        fault = dict(f.split("=", 1) for f in os.environ.get("MULTILANG_FAULTS", "").split(",") if "=" in f)
+        marker = os.path.join(record_dir, "fault-%s" % shard)
+        if shard in fault and not os.path.exists(marker):
+            open(marker, "w").close()
+            if fault[shard] == "hang":
+                time.sleep(3600)
+            elif fault[shard] == "bad-status":
+                send({"action": "status", "responseFor": "initialize"})
+                continue
+            elif fault[shard] == "exit":
+                sys.exit(3)
+    if action in ("processRecords", "shardEnded", "shutdownRequested"):
         if action != "processRecords" or message["records"]:
             checkpoint()
     send({"action": "status", "responseFor": action})

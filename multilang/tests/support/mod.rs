@@ -294,6 +294,17 @@ impl Setup {
             .collect()
     }
 
+    /// The lease table's owners.
+    pub async fn owners(&self) -> Vec<Option<String>> {
+        LeaseTable::new(self.aws.dynamodb_client(), &self.app)
+            .list_leases()
+            .await
+            .expect("leases")
+            .into_iter()
+            .map(|lease| lease.lease_owner)
+            .collect()
+    }
+
     pub async fn finish(self) {
         resources::delete_stream(&self.aws.kinesis_client(), &self.stream)
             .await
