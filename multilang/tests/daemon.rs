@@ -606,3 +606,147 @@ async fn a_hung_or_misbehaving_child_ends_only_its_own_shard() {
     );
     setup.finish().await;
 }
+
+/// Start-up time, peak memory and CPU of `kcl-multilang` against the Java
+/// MultiLangDaemon on the same workload (recorded in BENCHMARKS.md). Opt-in,
+/// in release:
+/// `cargo test --release -p kcl-multilang --test daemon -- --ignored footprint --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run in release, see BENCHMARKS.md"]
+async fn footprint_against_the_java_daemon() {
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip() else { return };
+    if !peers().python() {
+        return;
+    }
+    const RECORDS: usize = 20_000;
+    const ROUNDS: usize = 3;
+    let setup = Setup::new(4).await;
+    setup.produce(0..RECORDS).await;
+    let recorder = format!("python3 {}", processor("recorder.py").display());
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..ROUNDS {
+        for java_side in [false, true] {
+            let app = unique_name(if java_side { "fp-java" } else { "fp-ours" });
+            // Leases created up front for both: the Java KCL's random 1–30 s
+            // wait on an empty table is not the JVM's cost.
+            seed_leases(&setup, &app).await;
+            let dir = setup.dir.path().join(&app);
+            std::fs::create_dir_all(&dir).expect("dir");
+            let properties =
+                setup.properties_for(&app, &recorder, &[("shutdownGraceMillis", "3000")]);
+            let env = [("MULTILANG_RECORD_DIR", dir.display().to_string())];
+            let started = Instant::now();
+            let (pid, mut java_process, mut our_process) = if java_side {
+                let process = java
+                    .spawn_class(
+                        "software.amazon.kinesis.multilang.MultiLangDaemon",
+                        &format!("footprint-{round}"),
+                        &["-p".to_owned(), properties.display().to_string()],
+                        &env,
+                    )
+                    .expect("java");
+                (process.id().expect("pid"), Some(process), None)
+            } else {
+                let daemon = setup.daemon(&properties, &env);
+                (daemon.child.id().expect("pid"), None, Some(daemon))
+            };
+            let mut first = None;
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let files = recorder_files_in(&dir);
+                let delivered = protocol_records(&files).len();
+                if first.is_none() && delivered > 0 {
+                    first = Some(started.elapsed());
+                }
+                if delivered >= RECORDS {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round} java={java_side} stalled"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let drained = started.elapsed();
+            let (peak_kib, cpu) = proc_usage(pid);
+            if let Some(process) = java_process.as_mut() {
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .expect("kill");
+                let _ = process.wait(Duration::from_secs(60)).await;
+            }
+            if let Some(daemon) = our_process.as_mut() {
+                daemon.stop().await;
+            }
+            let row = (first.unwrap_or_default(), drained, peak_kib, cpu);
+            eprintln!(
+                "round {round} {}: first record {:?}, all {RECORDS} {:?}, peak RSS {} MiB, CPU {:?}",
+                if java_side {
+                    "Java MultiLangDaemon"
+                } else {
+                    "kcl-multilang"
+                },
+                row.0,
+                row.1,
+                row.2 / 1024,
+                row.3
+            );
+            if java_side {
+                theirs.push(row)
+            } else {
+                ours.push(row)
+            }
+        }
+    }
+    let median = |rows: &mut Vec<(Duration, Duration, u64, Duration)>,
+                  pick: fn(&(Duration, Duration, u64, Duration)) -> f64| {
+        let mut values: Vec<f64> = rows.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let picks: [(&str, fn(&(Duration, Duration, u64, Duration)) -> f64); 4] = [
+        ("start to first record (s)", |r| r.0.as_secs_f64()),
+        ("start to all records (s)", |r| r.1.as_secs_f64()),
+        ("peak RSS (MiB)", |r| r.2 as f64 / 1024.0),
+        ("daemon CPU, user+sys (s)", |r| r.3.as_secs_f64()),
+    ];
+    eprintln!("| median of {ROUNDS} | kcl-multilang | Java MultiLangDaemon 2.7.2 | ratio |");
+    eprintln!("|---|---|---|---|");
+    for (name, pick) in picks {
+        let (a, b) = (median(&mut ours, pick), median(&mut theirs, pick));
+        eprintln!("| {name} | {a:.2} | {b:.2} | {:.1}× |", b / a);
+    }
+    setup.finish().await;
+}
+
+/// A process's peak resident set (KiB, `VmHWM`) and CPU time (user + system,
+/// its own, children excluded), from /proc.
+fn proc_usage(pid: u32) -> (u64, Duration) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, in parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
+    let clock_ticks = 100; // USER_HZ on Linux
+    (
+        peak,
+        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks),
+    )
+}
