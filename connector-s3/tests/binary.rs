@@ -1419,3 +1419,151 @@ async fn check_config_connect_names_what_to_fix_and_run_fails_fast() {
         text(&run)
     );
 }
+
+/// The bucket deleted while the binary runs (moto: the embedded S3 would
+/// re-create it on the next PutObject): every shard stops on NoSuchBucket,
+/// and once that has lasted `exit_on_permanent_error_secs` the process
+/// exits with status 1, naming the shards and the error, instead of idling
+/// with its leases (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bucket_deleted_mid_run_makes_the_binary_exit_saying_so() {
+    let _serial = SERIAL.lock().await;
+    let moto = integration_tests::ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s3 = moto.s3_client();
+    let mut setup = setup(2).await;
+    setup.bucket = unique_name("vanishing");
+    resources::create_bucket(&s3, &setup.bucket)
+        .await
+        .expect("bucket");
+    produce(&setup.aws, &setup.stream, 300).await;
+    let mut connector = setup.spawn(
+        "w1",
+        &[
+            ("AWS_ENDPOINT_URL_S3", moto.endpoints().s3.as_str()),
+            ("CONNECTOR_S3_FORCE_PATH_STYLE", "true"),
+            ("CONNECTOR_S3_EXIT_ON_PERMANENT_ERROR_SECS", "2"),
+        ],
+    );
+    // Running: objects arrive.
+    let started = Instant::now();
+    while resources::list_keys(&s3, &setup.bucket, "archive/")
+        .await
+        .map(|keys| keys.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing archived:\n{}",
+            setup.all_logs()
+        );
+        assert!(
+            connector.try_wait().expect("wait").is_none(),
+            "{}",
+            setup.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // An upload may land between emptying the bucket and deleting it.
+    let mut attempts = 0;
+    while let Err(error) = resources::delete_bucket(&s3, &setup.bucket).await {
+        attempts += 1;
+        assert!(attempts < 10, "cannot delete the bucket: {error}");
+    }
+    produce(&setup.aws, &setup.stream, 300).await;
+    let status = wait_exit(&mut connector, Duration::from_secs(120)).await;
+    let log = setup.all_logs();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("every shard this process took failed with an error no retry fixes"),
+        "{log}"
+    );
+    assert!(log.contains("NoSuchBucket"), "{log}");
+    setup.aws.shutdown().await;
+}
+
+/// `check-config --connect` on a role without access (the S3 and DynamoDB
+/// endpoints answer access denied) and on a bucket in another region: each
+/// failure names the permission or the key to fix (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_names_denied_access_and_a_bucket_in_another_region() {
+    use integration_tests::{FaultProxy, Faults};
+    let setup = setup(1).await;
+    let bin = env!("CARGO_BIN_EXE_connector-s3");
+    let denied = Faults {
+        every_call: true,
+        deny: 1.0,
+        ..Faults::default()
+    };
+    let s3_proxy = FaultProxy::start(&setup.aws.endpoints().s3, denied)
+        .await
+        .expect("proxy");
+    let dynamodb_proxy = FaultProxy::start(&setup.aws.endpoints().dynamodb, denied)
+        .await
+        .expect("proxy");
+    let out = Command::new(bin)
+        .args(["check-config", "--connect"])
+        .envs(setup.aws.endpoints().env_vars())
+        .env("AWS_ENDPOINT_URL_S3", s3_proxy.url())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_proxy.url())
+        .env("CONNECTOR_S3_APPLICATION_NAME", &setup.app)
+        .env("CONNECTOR_S3_STREAMS", &setup.stream)
+        .env("CONNECTOR_S3_BUCKET", &setup.bucket)
+        .env("CONNECTOR_S3_BUFFER_DIR", setup.buffer_dir("check"))
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("access denied: the role needs s3:ListBucket"),
+        "{text}"
+    );
+    assert!(text.contains("AccessDenied"), "{text}");
+    assert!(
+        text.contains(&setup.app) && text.contains("DynamoDB"),
+        "{text}"
+    );
+
+    // moto keeps a bucket's region (the embedded S3 has one region).
+    let moto = integration_tests::ExternalAws::connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bucket = unique_name("elsewhere");
+    moto.s3_client()
+        .create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("a bucket in eu-west-1");
+    let out = Command::new(bin)
+        .args(["check-config", "--connect"])
+        .envs(setup.aws.endpoints().env_vars())
+        .env("AWS_ENDPOINT_URL_S3", &moto.endpoints().s3)
+        .env("CONNECTOR_S3_FORCE_PATH_STYLE", "true")
+        .env("CONNECTOR_S3_APPLICATION_NAME", &setup.app)
+        .env("CONNECTOR_S3_STREAMS", &setup.stream)
+        .env("CONNECTOR_S3_BUCKET", &bucket)
+        .env("CONNECTOR_S3_BUFFER_DIR", setup.buffer_dir("check"))
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("set `region` (AWS_REGION)"), "{text}");
+    assert!(text.contains("eu-west-1"), "{text}");
+    let _ = resources::delete_bucket(&moto.s3_client(), &bucket).await;
+    setup.aws.shutdown().await;
+}

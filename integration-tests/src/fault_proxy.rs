@@ -2,7 +2,8 @@
 //! emulator does: 5xx answers, throttled requests, partial failures, answers
 //! lost after the request was applied, and a stalled endpoint.
 //!
-//! Only PutRecords calls are faulted; every other call is forwarded as is,
+//! Only PutRecords calls are faulted; every other call is forwarded as is
+//! (SubscribeToShard's event stream passed through as it comes),
 //! unless the whole endpoint is stalled ([`FaultProxy::stall_every_call`]:
 //! any service, e.g. in front of DynamoDB).
 //! The successful answers of any one operation can also be rewritten
@@ -58,6 +59,10 @@ pub struct Faults {
     pub partial: f64,
     /// Forward the call, then answer 500 as if the answer was lost.
     pub drop_response: f64,
+    /// With `every_call`: answer access denied without forwarding (400 AccessDeniedException
+    /// for Kinesis and DynamoDB, 403 AccessDenied for S3): a role without
+    /// the permission.
+    pub deny: f64,
 }
 
 /// What the proxy did, counted.
@@ -273,11 +278,109 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Byt
     response
 }
 
+/// A response body: whole (most answers) or streamed (SubscribeToShard).
+type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
 async fn handle(
     request: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(decide(request, state).await.map(Full::new))
+) -> Result<Response<ProxyBody>, Infallible> {
+    let subscribe = request
+        .headers()
+        .get("x-amz-target")
+        .is_some_and(|target| target.as_bytes().ends_with(b".SubscribeToShard"));
+    if subscribe {
+        return Ok(subscribe_to_shard(request, &state).await);
+    }
+    Ok(decide(request, state).await.map(whole))
+}
+
+fn whole(body: Bytes) -> ProxyBody {
+    Full::new(body).map_err(|never| match never {}).boxed()
+}
+
+/// SubscribeToShard, whose answer is an event stream lasting minutes: it is
+/// passed through as it comes, never buffered. With `every_call`, `fail`
+/// answers 500 and `throttle` 400 LimitExceededException without
+/// forwarding, and `drop_response` forwards the call and cuts the stream
+/// after its first event (a connection lost mid-subscription: the reader
+/// must subscribe again from its last continuation sequence number).
+async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Response<ProxyBody> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
+    let counts = &state.counts;
+    let mut keep_frames = None;
+    if faults.every_call {
+        let roll: f64 = rand::random();
+        if roll < faults.fail {
+            FaultCounts::add(&counts.calls_faulted, 1);
+            FaultCounts::add(&counts.failed, 1);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "injected failure",
+            )
+            .map(whole);
+        }
+        if roll < faults.fail + faults.throttle {
+            FaultCounts::add(&counts.calls_faulted, 1);
+            FaultCounts::add(&counts.throttled, 1);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "LimitExceededException",
+                "injected",
+            )
+            .map(whole);
+        }
+        if roll < faults.fail + faults.throttle + faults.drop_response {
+            FaultCounts::add(&counts.calls_faulted, 1);
+            FaultCounts::add(&counts.dropped_responses, 1);
+            keep_frames = Some(1);
+        }
+    }
+    let Some(request) = upstream_request(state, parts, body) else {
+        return error_response(StatusCode::BAD_GATEWAY, "ProxyError", "bad upstream URI")
+            .map(whole);
+    };
+    match state.client.request(request).await {
+        Ok(response) => response.map(|body| match keep_frames {
+            Some(frames) => Truncated { body, frames }.boxed(),
+            None => body.boxed(),
+        }),
+        Err(error) => {
+            error_response(StatusCode::BAD_GATEWAY, "ProxyError", &error.to_string()).map(whole)
+        }
+    }
+}
+
+/// A streamed body that ends after its first `frames` frames.
+struct Truncated {
+    body: Incoming,
+    frames: usize,
+}
+
+impl hyper::body::Body for Truncated {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        if self.frames == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
+            self.frames -= 1;
+        }
+        polled
+    }
 }
 
 /// The answer to a request: faulted or forwarded, then rewritten if asked.
@@ -511,6 +614,24 @@ async fn any_call(
             ),
         };
     }
+    threshold += faults.deny;
+    if roll < threshold {
+        FaultCounts::add(&counts.calls_faulted, 1);
+        return match service {
+            Service::S3 => service_error(
+                service,
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Access Denied (injected)",
+            ),
+            _ => service_error(
+                service,
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                "User is not authorized to perform this action (injected)",
+            ),
+        };
+    }
     threshold += faults.drop_response;
     if roll < threshold {
         FaultCounts::add(&counts.calls_faulted, 1);
@@ -711,23 +832,31 @@ async fn partial(
     response
 }
 
-async fn forward(
+/// The request to send upstream.
+fn upstream_request(
     state: &State,
     mut parts: hyper::http::request::Parts,
     body: Bytes,
-) -> Response<Bytes> {
+) -> Option<Request<Full<Bytes>>> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{}{}", state.upstream, path).parse() else {
-        return error_response(StatusCode::BAD_GATEWAY, "ProxyError", "bad upstream URI");
-    };
-    parts.uri = uri;
+    parts.uri = format!("{}{}", state.upstream, path).parse().ok()?;
     // The Host header is kept as the client signed it (SigV4 covers it; the
     // embedded S3 checks the signature).
     parts.headers.insert(
         hyper::header::CONTENT_LENGTH,
         hyper::header::HeaderValue::from(body.len()),
     );
-    let request = Request::from_parts(parts, Full::new(body));
+    Some(Request::from_parts(parts, Full::new(body)))
+}
+
+async fn forward(
+    state: &State,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Bytes> {
+    let Some(request) = upstream_request(state, parts, body) else {
+        return error_response(StatusCode::BAD_GATEWAY, "ProxyError", "bad upstream URI");
+    };
     match state.client.request(request).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();

@@ -33,7 +33,7 @@ pub mod tls_front;
 pub use embedded::LocalAws;
 pub use endpoints::Endpoints;
 pub use external::ExternalAws;
-pub use fault_proxy::{FaultProxy, Faults};
+pub use fault_proxy::{FaultCounts, FaultProxy, Faults};
 pub use resources::unique_name;
 pub use tcp_gate::TcpGate;
 pub use tls_front::TlsFront;

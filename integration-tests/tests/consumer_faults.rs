@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration_tests::{Endpoints, FaultProxy, Faults, LocalAws, resources, unique_name};
+use integration_tests::{
+    Endpoints, FaultCounts, FaultProxy, Faults, LocalAws, resources, unique_name,
+};
 use kcl::lease::LeaseTable;
 use kcl::processor::*;
 use kcl::retrieval::StartingPosition;
@@ -450,4 +452,268 @@ async fn a_deleted_stream_releases_its_leases() {
     .await;
     handle.graceful().await;
     task.await.expect("worker");
+}
+
+/// The lease table deleted under a running worker is an error no retry
+/// fixes (ResourceNotFound): the worker does not re-create it (every
+/// checkpoint went with it, and shards would start over) nor retry in
+/// silence: after a few passes `run` returns the error, saying what to fix
+/// (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lease_table_stops_the_worker_with_the_error() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = unique_name("table-gone");
+    resources::create_stream(&kinesis, &stream, 1)
+        .await
+        .expect("stream");
+    let app = unique_name("app");
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    let mut config = ConsumerConfig::new(&app, &stream, "worker-1");
+    config.failover_time = Duration::from_millis(900);
+    config.idle_time_between_reads = Duration::from_millis(100);
+    config.shutdown_timeout = Duration::from_secs(2);
+    let scheduler = Scheduler::new(aws.sdk_config(), config, |_: &str| Recorder {
+        worker: "worker-1".into(),
+        shard: String::new(),
+        seen: Deliveries::default(),
+    });
+    let task = tokio::spawn(scheduler.run());
+    wait_for("the lease taken", Duration::from_secs(20), &table, |held| {
+        held.get("worker-1") == Some(&1)
+    })
+    .await;
+    resources::delete_table(&aws.dynamodb_client(), &app)
+        .await
+        .expect("DeleteTable");
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the worker stops within 30 s")
+        .expect("join");
+    let error = result.expect_err("the worker reports the lost table");
+    let kcl::scheduler::ConsumerError::Lease(lease_error) = &error else {
+        panic!("{error}");
+    };
+    assert!(
+        lease_error
+            .permanent()
+            .is_some_and(|fix| fix.contains("the lease table does not exist")),
+        "{error}"
+    );
+    assert!(error.to_string().contains("ResourceNotFound"), "{error}");
+    eprintln!(
+        "stopped {:?} after the table was deleted: {error}",
+        started.elapsed()
+    );
+    // Not re-created behind the operator's back.
+    assert!(
+        aws.dynamodb_client()
+            .describe_table()
+            .table_name(&app)
+            .send()
+            .await
+            .is_err()
+    );
+    aws.shutdown().await;
+}
+
+/// At start, lease-table errors a retry may fix (5xx) are retried with
+/// warnings until the table answers; access denied is returned at once,
+/// with what to grant (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_table_errors_at_start_are_retried_or_reported() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("start");
+    resources::create_stream(&aws.kinesis_client(), &stream, 1)
+        .await
+        .expect("stream");
+    let proxy = FaultProxy::start(
+        &aws.endpoints().dynamodb,
+        Faults {
+            every_call: true,
+            fail: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await
+    .expect("proxy");
+    let behind_proxy = Endpoints {
+        dynamodb: proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    }
+    .sdk_config();
+    let worker = |app: &str| {
+        let mut config = ConsumerConfig::new(app, &stream, "worker-1");
+        config.failover_time = Duration::from_secs(1);
+        config.shutdown_timeout = Duration::from_secs(2);
+        let scheduler = Scheduler::new(&behind_proxy, config, |_: &str| Recorder {
+            worker: "worker-1".into(),
+            shard: String::new(),
+            seen: Deliveries::default(),
+        });
+        let handle = scheduler.shutdown_handle();
+        (handle, tokio::spawn(scheduler.run()))
+    };
+
+    // 5xx for two seconds: retried, then the worker runs and takes the lease.
+    let app = unique_name("app");
+    let (handle, task) = worker(&app);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!task.is_finished(), "a 5xx at start is retried");
+    proxy.set_faults(Faults::default());
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    wait_for("the lease taken", Duration::from_secs(30), &table, |held| {
+        held.get("worker-1") == Some(&1)
+    })
+    .await;
+    handle.graceful().await;
+    task.await.expect("join").expect("a clean stop");
+
+    // Access denied: reported at once, with the fix.
+    proxy.set_faults(Faults {
+        every_call: true,
+        deny: 1.0,
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let (_handle, task) = worker(&unique_name("denied"));
+    let error = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("no retry in silence")
+        .expect("join")
+        .expect_err("access denied is an error");
+    let kcl::scheduler::ConsumerError::Lease(lease_error) = &error else {
+        panic!("{error}");
+    };
+    assert!(
+        lease_error
+            .permanent()
+            .is_some_and(|fix| fix.contains("dynamodb:DescribeTable")),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    aws.shutdown().await;
+}
+
+/// Enhanced fan-out under faults: SubscribeToShard answered 500 or
+/// LimitExceeded, and subscriptions cut after their first event (a lost
+/// connection), on top of 5xx and throttling of the other Kinesis calls:
+/// the reader subscribes again from its continuation sequence number, and
+/// every record is delivered once (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_under_faults_delivers_every_record_once() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = unique_name("efo-faults");
+    resources::create_stream(&aws.kinesis_client(), &stream, 2)
+        .await
+        .expect("stream");
+    let proxy = FaultProxy::start(&aws.endpoints().kinesis, Faults::default())
+        .await
+        .expect("proxy");
+    let behind_proxy = Endpoints {
+        kinesis: proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    }
+    .sdk_config();
+    let app = unique_name("app");
+    let mut config = ConsumerConfig::new(&app, &stream, "worker-1");
+    config.initial_position = StartingPosition::TrimHorizon;
+    config.retrieval = kcl::scheduler::RetrievalMode::FanOut {
+        consumer_name: app.clone(),
+    };
+    config.failover_time = Duration::from_secs(3);
+    config.shard_sync_interval = Duration::from_secs(1);
+    config.shutdown_timeout = Duration::from_secs(3);
+    let seen: Deliveries = Arc::default();
+    let recorded = seen.clone();
+    let scheduler = Scheduler::new(&behind_proxy, config, move |shard: &str| Recorder {
+        worker: "worker-1".into(),
+        shard: shard.to_owned(),
+        seen: recorded.clone(),
+    });
+    let handle = scheduler.shutdown_handle();
+    let task = tokio::spawn(scheduler.run());
+    let table = LeaseTable::new(aws.dynamodb_client(), &app);
+    wait_for(
+        "both leases taken",
+        Duration::from_secs(30),
+        &table,
+        |held| held.get("worker-1") == Some(&2),
+    )
+    .await;
+    proxy.set_faults(Faults {
+        every_call: true,
+        fail: 0.1,
+        throttle: 0.1,
+        drop_response: 0.3,
+        ..Faults::default()
+    });
+    let producer = Producer::builder()
+        .sdk_config(aws.sdk_config())
+        .build()
+        .expect("producer");
+    let mut sent = HashSet::new();
+    for round in 0..10 {
+        let mut pending = Vec::new();
+        for i in 0..200 {
+            let data = format!("r{round:02}-{i:04}");
+            let record = UserRecord::new(&stream, format!("k{}", i % 31), data.clone());
+            pending.push(producer.add_user_record(record).await.expect("accepted"));
+            sent.insert(data);
+        }
+        for result in pending {
+            result.await.expect("stored");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    producer.shutdown().await.expect("producer shutdown");
+    let started = Instant::now();
+    loop {
+        let delivered: HashSet<String> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, _, data, _)| data.clone())
+            .collect();
+        if delivered.len() >= sent.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {} records delivered",
+            delivered.len(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    handle.graceful().await;
+    task.await.expect("join").expect("worker");
+    let deliveries = seen.lock().expect("lock").clone();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (_, _, data, _) in &deliveries {
+        *counts.entry(data.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), sent.len(), "every record");
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "one worker, no lease move: no repeat; {repeated:?}"
+    );
+    let cut = FaultCounts::get(&proxy.counts().dropped_responses);
+    let failed =
+        FaultCounts::get(&proxy.counts().failed) + FaultCounts::get(&proxy.counts().throttled);
+    eprintln!(
+        "{} records, {cut} subscriptions cut, {failed} calls failed or throttled",
+        sent.len()
+    );
+    assert!(
+        cut > 0 && failed > 0,
+        "faults were injected: {cut} cut, {failed} failed"
+    );
+    aws.shutdown().await;
 }

@@ -30,6 +30,7 @@ pub const LEASES_FENCED: &str = "kcl_leases_fenced_total";
 /// the shard retried from its checkpoint after a growing cooldown).
 pub const PROCESSOR_FAILURES: &str = "kcl_processor_failures_total";
 /// Counter: shards whose reads kept failing with an error no retry fixes (a
-/// deleted stream, denied access, an unusable KMS key); their lease is
-/// released.
+/// deleted stream, denied access, an unusable KMS key; their lease is
+/// released), and workers stopped by a lease table that cannot be used
+/// (deleted, access denied).
 pub const PERMANENT_ERRORS: &str = "kcl_permanent_errors_total";

@@ -18,6 +18,15 @@ use crate::shard_consumer::{self, ShardContext, Stop};
 use crate::shard_sync::{self, ShardSyncer};
 use crate::timeouts::ApiTimeouts;
 
+/// Consecutive lease-table passes (one every third of the failover time)
+/// failing with an error no retry fixes (the table deleted, access denied)
+/// before the scheduler stops and returns it: its leases are fenced by then,
+/// so it processes nothing, and an operator must act.
+const PERMANENT_PASSES: usize = 5;
+
+/// Attempts to create or describe the lease table at start.
+const CREATE_ATTEMPTS: usize = 10;
+
 /// Consumer settings. Defaults as the Java KCL's unless noted.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -259,7 +268,15 @@ where
         }
     }
 
-    /// Runs until a graceful shutdown is requested (or the table fails).
+    /// Runs until a graceful shutdown is requested.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Lease`] when the lease table cannot be created at
+    /// start, or keeps failing with an error no retry fixes (deleted, access
+    /// denied: [`LeaseError::permanent`]) on 5 consecutive passes (a pass
+    /// every third of the failover time); the processors get
+    /// `shutdown_requested` first. [`ConsumerError::Retrieval`] when an
+    /// enhanced fan-out consumer cannot be registered.
     pub async fn run(self) -> Result<(), ConsumerError> {
         let result = self.run_inner().await;
         let _ = self.shutdown_done.send(true);
@@ -267,7 +284,7 @@ where
     }
 
     async fn run_inner(&self) -> Result<(), ConsumerError> {
-        self.table.create_if_missing().await?;
+        self.create_table().await?;
         let mut consumer_arns = HashMap::new();
         if let RetrievalMode::FanOut { consumer_name } = &self.config.retrieval {
             for stream in &self.config.streams {
@@ -295,6 +312,8 @@ where
         let mut task_keys: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut last_sync: Option<Instant> = None;
         let mut shutdown = self.shutdown_request.subscribe();
+        // Lease-table errors no retry fixes, on consecutive passes.
+        let mut permanent: Option<(usize, LeaseError)> = None;
         let mut tick = tokio::time::interval(timings.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -322,9 +341,23 @@ where
                     }
                 }
                 let scan = match coordinator.take().await {
-                    Ok(scan) => scan,
+                    Ok(scan) => {
+                        permanent = None;
+                        scan
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "scanning the lease table failed");
+                        match error.permanent() {
+                            Some(fix) => {
+                                let attempts = permanent.as_ref().map_or(0, |(n, _)| *n) + 1;
+                                tracing::error!(%error, fix, attempt = attempts, of = PERMANENT_PASSES,
+                                    "the lease table cannot be used");
+                                permanent = Some((attempts, error));
+                            }
+                            None => {
+                                permanent = None;
+                                tracing::warn!(%error, "scanning the lease table failed");
+                            }
+                        }
                         return;
                     }
                 };
@@ -342,6 +375,13 @@ where
             tokio::select! {
                 () = pass => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            if permanent
+                .as_ref()
+                .is_some_and(|(n, _)| *n >= PERMANENT_PASSES)
+            {
+                metrics::counter!(crate::metrics::PERMANENT_ERRORS).increment(1);
+                break;
             }
         }
         // Graceful, within shutdown_timeout: let every processor checkpoint,
@@ -373,7 +413,35 @@ where
                 "graceful shutdown timed out; processors stopped where they were, leases left to expire");
             tasks.abort_all();
         }
-        Ok(())
+        match permanent {
+            // The error that stopped the worker, for the caller to show.
+            Some((n, error)) if n >= PERMANENT_PASSES => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the lease table if missing, retrying errors a retry may fix
+    /// (throttling, 5xx, timeouts) for about a minute with warnings; an
+    /// error no retry fixes (access denied, invalid credentials) is
+    /// returned at once.
+    async fn create_table(&self) -> Result<(), LeaseError> {
+        let mut pause = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.table.create_if_missing().await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.permanent().is_some() || attempt >= CREATE_ATTEMPTS => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, of = CREATE_ATTEMPTS, retry_in = ?pause,
+                        "the lease table could not be created or described");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// Starts a shard consumer for each held lease whose parents have

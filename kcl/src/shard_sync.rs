@@ -81,7 +81,7 @@ impl ShardSyncer {
             .stream_name(stream)
             .send()
             .await
-            .map_err(|e| LeaseError::dynamo("DescribeStreamSummary", e))?;
+            .map_err(|e| LeaseError::uncoded("DescribeStreamSummary", e))?;
         let summary = out.stream_description_summary();
         let account = summary
             .and_then(|s| s.stream_arn().split(':').nth(4))
@@ -98,7 +98,7 @@ impl ShardSyncer {
     ) -> Result<(), LeaseError> {
         let shards = kpl::shard_map::list_shards(&self.kinesis, stream)
             .await
-            .map_err(|e| LeaseError::dynamo("ListShards", e))?;
+            .map_err(|e| LeaseError::uncoded("ListShards", e))?;
         let key = |shard_id: &str| match identifier {
             Some(identifier) => format!("{identifier}:{shard_id}"),
             None => shard_id.to_owned(),
@@ -114,11 +114,11 @@ impl ShardSyncer {
                 .r#type(ShardFilterType::AtTimestamp)
                 .timestamp(DateTime::from(at))
                 .build()
-                .map_err(|e| LeaseError::dynamo("ListShards", e))?;
+                .map_err(|e| LeaseError::uncoded("ListShards", e))?;
             let open_then: HashSet<String> =
                 kpl::shard_map::list_shards_filtered(&self.kinesis, stream, filter)
                     .await
-                    .map_err(|e| LeaseError::dynamo("ListShards", e))?
+                    .map_err(|e| LeaseError::uncoded("ListShards", e))?
                     .iter()
                     .map(|s| s.shard_id().to_owned())
                     .collect();

@@ -281,3 +281,69 @@ fn java_exception(error: &CheckpointError) -> &'static str {
         CheckpointError::Table(_) => "KinesisClientLibDependencyException",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcl::lease::LeaseError;
+
+    #[tokio::test]
+    async fn a_checkpoint_without_a_checkpointer_is_an_invalid_state() {
+        assert_eq!(
+            checkpoint(None, false, None, None).await,
+            Some("InvalidStateException")
+        );
+        assert_eq!(
+            checkpoint(None, false, Some("1"), Some(0)).await,
+            Some("InvalidStateException")
+        );
+    }
+
+    #[test]
+    fn errors_carry_the_java_checkpointer_exception_names() {
+        let dynamo = |message: &str| {
+            CheckpointError::Table(LeaseError::Dynamo {
+                operation: "UpdateItem",
+                message: message.to_owned(),
+                code: None,
+            })
+        };
+        let cases = [
+            (
+                CheckpointError::LeaseLost("shardId-0".into()),
+                "ShutdownException",
+            ),
+            (
+                CheckpointError::OutOfRange {
+                    requested: ExtendedSequenceNumber::new("9", 0),
+                    last_checkpoint: ExtendedSequenceNumber::TRIM_HORIZON,
+                    largest_delivered: ExtendedSequenceNumber::new("5", 0),
+                },
+                "IllegalArgumentException",
+            ),
+            (CheckpointError::ShardNotEnded, "IllegalArgumentException"),
+            (
+                CheckpointError::Table(LeaseError::Contended {
+                    lease_key: "k".into(),
+                    attempts: 3,
+                }),
+                "ThrottlingException",
+            ),
+            (
+                dynamo("ProvisionedThroughputExceededException: slow down"),
+                "ThrottlingException",
+            ),
+            (
+                dynamo("ThrottlingException: rate exceeded"),
+                "ThrottlingException",
+            ),
+            (
+                dynamo("dispatch failure: connection refused"),
+                "KinesisClientLibDependencyException",
+            ),
+        ];
+        for (error, name) in cases {
+            assert_eq!(java_exception(&error), name, "{error}");
+        }
+    }
+}

@@ -92,14 +92,14 @@ impl LeaseTable {
                     .attribute_name(LEASE_KEY)
                     .attribute_type(ScalarAttributeType::S)
                     .build()
-                    .map_err(|e| LeaseError::dynamo("CreateTable", e))?,
+                    .map_err(|e| LeaseError::uncoded("CreateTable", e))?,
             )
             .key_schema(
                 KeySchemaElement::builder()
                     .attribute_name(LEASE_KEY)
                     .key_type(KeyType::Hash)
                     .build()
-                    .map_err(|e| LeaseError::dynamo("CreateTable", e))?,
+                    .map_err(|e| LeaseError::uncoded("CreateTable", e))?,
             )
             .send()
             .await
@@ -397,7 +397,10 @@ impl LeaseTable {
         on_success: impl FnOnce(),
     ) -> Result<bool, LeaseError>
     where
-        E: std::error::Error + ConditionFailed + 'static,
+        E: std::error::Error
+            + ConditionFailed
+            + aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + 'static,
     {
         match result {
             Ok(()) => {

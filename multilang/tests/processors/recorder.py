@@ -8,6 +8,9 @@ $MULTILANG_FAULTS makes it misbehave once per shard, at its first batch of
 records: `shardId-000000000001=hang,shardId-000000000002=bad-status` (hang:
 never answer; bad-status: answer for another action; exit: exit 3). A
 marker file in the record directory keeps the shard's next child sane.
+$MULTILANG_PROBE_CHECKPOINTS=1 makes it also ask for checkpoints the daemon
+must refuse: one during initialize, and at its first batch one at a
+sequence number that is not a number and one past the records delivered.
 Pure Python, standard library only."""
 import json
 import os
@@ -18,6 +21,8 @@ record_dir = os.environ["MULTILANG_RECORD_DIR"]
 out = None
 shard = None
 pending = []
+probe = os.environ.get("MULTILANG_PROBE_CHECKPOINTS") == "1"
+probed = False
 
 
 def keep(line):
@@ -34,8 +39,8 @@ def send(message):
     sys.stdout.flush()
 
 
-def checkpoint():
-    send({"action": "checkpoint", "sequenceNumber": None, "subSequenceNumber": None})
+def checkpoint(sequence_number=None, sub_sequence_number=None):
+    send({"action": "checkpoint", "sequenceNumber": sequence_number, "subSequenceNumber": sub_sequence_number})
     while True:
         line = sys.stdin.readline()
         if not line:
@@ -61,6 +66,8 @@ for raw in sys.stdin:
             out.write(kept + "\n")
         pending = []
         out.flush()
+        if probe:
+            checkpoint()
     elif action == "processRecords" and message["records"]:
         fault = dict(f.split("=", 1) for f in os.environ.get("MULTILANG_FAULTS", "").split(",") if "=" in f)
         marker = os.path.join(record_dir, "fault-%s" % shard)
@@ -73,6 +80,10 @@ for raw in sys.stdin:
                 continue
             elif fault[shard] == "exit":
                 sys.exit(3)
+    if action == "processRecords" and message["records"] and probe and not probed:
+        probed = True
+        checkpoint("not-a-number", 0)
+        checkpoint("9" * 60, 0)
     if action in ("processRecords", "shardEnded", "shutdownRequested"):
         if action != "processRecords" or message["records"]:
             checkpoint()
