@@ -1567,3 +1567,98 @@ async fn check_config_connect_names_denied_access_and_a_bucket_in_another_region
     let _ = resources::delete_bucket(&moto.s3_client(), &bucket).await;
     setup.aws.shutdown().await;
 }
+
+/// Two connector processes archive 200,000 records while 20 % of the calls
+/// to each service fail (5 % each: a 5xx, throttling, an answer lost after
+/// the call was applied, an answer late — for DynamoDB later than the
+/// client's 5 s attempt timeout): every record is in S3 exactly once
+/// (issue 12). The faults come from proxies in this test process; the
+/// processes reach them through `AWS_ENDPOINT_URL_*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_archive_exactly_once_while_a_fifth_of_all_calls_fail() {
+    use integration_tests::{FaultCounts, FaultProxy, Faults};
+    let _serial = SERIAL.lock().await;
+    const RECORDS: usize = 200_000;
+    let setup = setup(4).await;
+    let sent = produce(&setup.aws, &setup.stream, RECORDS).await;
+    let faults = Faults {
+        every_call: true,
+        fail: 0.05,
+        throttle: 0.05,
+        drop_response: 0.05,
+        slow: 0.05,
+        ..Faults::default()
+    };
+    let endpoints = setup.aws.endpoints();
+    let kinesis = FaultProxy::start(&endpoints.kinesis, faults)
+        .await
+        .expect("proxy");
+    let dynamodb = FaultProxy::start(&endpoints.dynamodb, faults)
+        .await
+        .expect("proxy");
+    let s3 = FaultProxy::start(&endpoints.s3, faults)
+        .await
+        .expect("proxy");
+    kinesis.set_slow_delay(Duration::from_millis(1_200));
+    s3.set_slow_delay(Duration::from_millis(1_200));
+    dynamodb.set_slow_delay(Duration::from_millis(5_500));
+    let through_proxies = [
+        ("AWS_ENDPOINT_URL_KINESIS", kinesis.url()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url()),
+        ("AWS_ENDPOINT_URL_S3", s3.url()),
+        ("CONNECTOR_S3_MAX_OBJECT_RECORDS", "20000"),
+        ("CONNECTOR_S3_FAILOVER_TIME_MS", "10000"),
+    ];
+    let started = Instant::now();
+    let mut a = setup.spawn("a", &through_proxies);
+    let mut b = setup.spawn("b", &through_proxies);
+    let archived = setup
+        .wait_for_archive(RECORDS, Duration::from_secs(300))
+        .await;
+    terminate(&mut a);
+    terminate(&mut b);
+    assert!(
+        wait_exit(&mut a, Duration::from_secs(60)).await.success(),
+        "{}",
+        setup.all_logs()
+    );
+    assert!(
+        wait_exit(&mut b, Duration::from_secs(60)).await.success(),
+        "{}",
+        setup.all_logs()
+    );
+    let counts = |name: &str, proxy: &FaultProxy| {
+        let c = proxy.counts();
+        format!(
+            "{name}: {} faulted (failed {}, throttled {}, answer lost {}, late {})",
+            FaultCounts::get(&c.calls_faulted),
+            FaultCounts::get(&c.failed),
+            FaultCounts::get(&c.throttled),
+            FaultCounts::get(&c.dropped_responses),
+            FaultCounts::get(&c.slowed),
+        )
+    };
+    let stat_of = |worker: &str, key: &str| {
+        setup
+            .log(worker)
+            .lines()
+            .rev()
+            .find(|l| l.contains("totals:"))
+            .map(|l| stat(l, key))
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "Reliability: {RECORDS} records by two processes in {:?}; {}; {}; {}; objects adopted {}",
+        started.elapsed(),
+        counts("kinesis", &kinesis),
+        counts("dynamodb", &dynamodb),
+        counts("s3", &s3),
+        stat_of("a", "adopted") + stat_of("b", "adopted"),
+    );
+    assert!(
+        setup.log("a").contains("shards=") && setup.log("b").contains("shards="),
+        "both took part"
+    );
+    assert_exactly_once(&archived, &sent);
+    setup.aws.shutdown().await;
+}

@@ -1,14 +1,13 @@
-//! The S3 connector while a fifth of every Kinesis, DynamoDB and S3 call
-//! fails (issue 12): exactly once all the same.
+//! The S3 connector (in-process) under faults: S3 down, a full buffer disk
+//! (issue 12). The run of two connector processes while a fifth of every
+//! call fails is in `connector-s3/tests/binary.rs`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use connector_s3::compress::Compression;
 use connector_s3::transform::JsonRecord;
 use integration_tests::fault_proxy::FaultCounts;
 use integration_tests::{Endpoints, FaultProxy, Faults, LocalAws, resources, unique_name};
-use kcl::timeouts::ApiTimeouts;
 use kpl::UserRecord;
 
 mod common;
@@ -100,144 +99,6 @@ async fn finish_after_s3_returns(
     shutdown.graceful().await;
     task.await.expect("join").expect("connector");
     archived(&aws.s3_client(), bucket, "archive/").await
-}
-
-fn counts(name: &str, proxy: &FaultProxy) -> String {
-    let c = proxy.counts();
-    format!(
-        "{name}: {} faulted (failed {}, throttled {}, answer lost {}, slow {})",
-        FaultCounts::get(&c.calls_faulted),
-        FaultCounts::get(&c.failed),
-        FaultCounts::get(&c.throttled),
-        FaultCounts::get(&c.dropped_responses),
-        FaultCounts::get(&c.slowed),
-    )
-}
-
-/// Two connectors archive 200,000 records while 20 % of the calls to each
-/// service fail (5 % each: a 5xx, throttling, an answer lost after the call
-/// was applied, an answer later than the client waits for DynamoDB): every
-/// record is in S3 exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_connectors_archive_exactly_once_while_a_fifth_of_all_calls_fail() {
-    const RECORDS: usize = 200_000;
-    let aws = LocalAws::start().await.expect("local AWS");
-    let (stream, bucket) = resources::stream_and_bucket(aws.sdk_config(), 4)
-        .await
-        .expect("stream and bucket");
-    let sent = produce(&aws, &stream, RECORDS, 499, |i| {
-        format!("{{\"n\":{i}}}").into_bytes()
-    })
-    .await;
-
-    let faults = Faults {
-        every_call: true,
-        fail: 0.05,
-        throttle: 0.05,
-        drop_response: 0.05,
-        slow: 0.05,
-        ..Faults::default()
-    };
-    let endpoints = aws.endpoints();
-    let kinesis = FaultProxy::start(&endpoints.kinesis, faults)
-        .await
-        .expect("proxy");
-    let dynamodb = FaultProxy::start(&endpoints.dynamodb, faults)
-        .await
-        .expect("proxy");
-    let s3 = FaultProxy::start(&endpoints.s3, faults)
-        .await
-        .expect("proxy");
-    for proxy in [&kinesis, &dynamodb, &s3] {
-        proxy.set_slow_delay(Duration::from_millis(1_200));
-    }
-    let faulty = Endpoints {
-        kinesis: kinesis.url().to_owned(),
-        dynamodb: dynamodb.url().to_owned(),
-        s3: s3.url().to_owned(),
-    }
-    .sdk_config();
-
-    let app = unique_name("archiver");
-    let buffers = [
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    ];
-    let mut running = Vec::new();
-    let mut all_stats = Vec::new();
-    for (worker, buffer) in ["a", "b"].into_iter().zip(&buffers) {
-        let connector = common::connector(&aws, &app, &stream, &bucket, "archive", buffer.path())
-            .sdk_config(&faulty)
-            .s3_client(integration_tests::embedded::s3_client(
-                &ApiTimeouts::S3.apply(&faulty),
-            ))
-            .worker_id(worker)
-            .max_object_records(20_000)
-            .max_object_age(Duration::from_secs(2))
-            .consumer(|c| {
-                c.failover_time = Duration::from_secs(4);
-                c.shard_sync_interval = Duration::from_secs(2);
-                c.idle_time_between_reads = Duration::from_millis(100);
-                c.release_cooldown = Duration::from_secs(1);
-                c.dynamodb_timeouts = ApiTimeouts {
-                    connect: Duration::from_secs(1),
-                    attempt: Duration::from_secs(1),
-                    operation: Duration::from_secs(4),
-                };
-            })
-            .build()
-            .expect("connector");
-        all_stats.push(connector.stats());
-        let shutdown = connector.shutdown_handle();
-        running.push((shutdown, tokio::spawn(connector.run())));
-    }
-    let started = Instant::now();
-    loop {
-        let uploaded: u64 = all_stats
-            .iter()
-            .map(|s| s.snapshot().records_uploaded)
-            .sum();
-        let adopted: u64 = all_stats.iter().map(|s| s.snapshot().objects_adopted).sum();
-        // Records of adopted objects are not counted as uploaded: compare
-        // the archive itself once the counters stop moving.
-        if uploaded as usize >= RECORDS
-            || (adopted > 0
-                && archived(&aws.s3_client(), &bucket, "archive/").await.len() >= RECORDS)
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "not archived in time: {uploaded} uploaded; {}; {}; {}",
-            counts("kinesis", &kinesis),
-            counts("dynamodb", &dynamodb),
-            counts("s3", &s3)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    for (shutdown, task) in running {
-        shutdown.graceful().await;
-        task.await.expect("join").expect("connector");
-    }
-    let rows = archived(&aws.s3_client(), &bucket, "archive/").await;
-    let mut seen: HashMap<&(String, String, u64, Vec<u8>), usize> = HashMap::new();
-    for row in &rows {
-        *seen.entry(row).or_default() += 1;
-    }
-    let twice = seen.values().filter(|n| **n > 1).count();
-    let missing = sent.iter().filter(|r| !seen.contains_key(r)).count();
-    let retries: u64 = all_stats.iter().map(|s| s.snapshot().upload_retries).sum();
-    let adopted: u64 = all_stats.iter().map(|s| s.snapshot().objects_adopted).sum();
-    eprintln!(
-        "Reliability: {RECORDS} records in {:?}; {}; {}; {}; upload retries {retries}, objects adopted {adopted}; missing {missing}, twice {twice}",
-        started.elapsed(),
-        counts("kinesis", &kinesis),
-        counts("dynamodb", &dynamodb),
-        counts("s3", &s3)
-    );
-    assert_eq!((missing, twice), (0, 0), "exactly once");
-    assert_eq!(rows.len(), sent.len());
-    aws.shutdown().await;
 }
 
 /// S3 down (every call refused with a 5xx) for a while: the connector keeps
