@@ -90,3 +90,87 @@ impl HotPath {
         (self.requests, self.entries)
     }
 }
+
+/// The aggregation codec on a set of user records, for the codec
+/// benchmarks (`kpl/benches/codec.rs`, and the side-by-side run with the
+/// aws-kinesis-agg packages in `integration-tests/benches/codec_peers.rs`).
+pub mod codec {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use md5::{Digest, Md5};
+
+    use crate::aggregation::{AGGREGATE_OVERHEAD, AggregateBuilder, decode_aggregate};
+
+    /// The aggregate size bound of the comparison: 51,200 bytes, the AWS
+    /// KPL's default `AggregationMaxSize`.
+    pub const MAX_AGGREGATE: usize = 51_200;
+
+    /// `count` records of `size` bytes (pseudo-random, fixed seed) under
+    /// `keys` partition keys `pk-<n>`.
+    pub fn records(
+        count: usize,
+        keys: usize,
+        size: impl Fn(usize) -> usize,
+    ) -> Vec<(String, Bytes)> {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        (0..count)
+            .map(|i| {
+                let data: Vec<u8> = (0..size(i))
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                (format!("pk-{}", i % keys.max(1)), Bytes::from(data))
+            })
+            .collect()
+    }
+
+    /// Aggregates `records` in order into aggregates of at most
+    /// [`MAX_AGGREGATE`] bytes; returns them and the time taken.
+    pub fn aggregate(records: &[(String, Bytes)]) -> (Vec<Bytes>, Duration) {
+        let started = Instant::now();
+        let mut builder = AggregateBuilder::new();
+        let mut out = Vec::new();
+        for (key, data) in records {
+            if !builder.try_add(key, None, data, MAX_AGGREGATE) {
+                out.extend(builder.take().map(|r| r.data));
+                builder.add(key, None, data);
+            }
+        }
+        out.extend(builder.take().map(|r| r.data));
+        (out, started.elapsed())
+    }
+
+    /// Deaggregates every aggregate (MD5 checked); returns the user records
+    /// and the time taken.
+    pub fn deaggregate(aggregates: &[Bytes]) -> (usize, Duration) {
+        let started = Instant::now();
+        let mut count = 0;
+        for aggregate in aggregates {
+            count += match decode_aggregate(aggregate) {
+                Ok(records) => records.len(),
+                Err(_) => 1,
+            };
+        }
+        (count, started.elapsed())
+    }
+
+    /// The floor of deaggregation: only the MD5 of each aggregate's body,
+    /// as the digest check computes it.
+    pub fn md5_floor(aggregates: &[Bytes]) -> Duration {
+        let started = Instant::now();
+        let mut sink = 0u8;
+        for aggregate in aggregates {
+            if aggregate.len() >= AGGREGATE_OVERHEAD {
+                let body = &aggregate[4..aggregate.len() - 16];
+                sink ^= Md5::digest(body)[0];
+            }
+        }
+        std::hint::black_box(sink);
+        started.elapsed()
+    }
+}

@@ -8,10 +8,8 @@
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use prost::Message;
 
-use super::proto::AggregatedRecord;
-use super::{DIGEST_LEN, MAGIC};
+use super::{DIGEST_LEN, MAGIC, wire};
 
 /// A user record as a consumer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,39 +82,66 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
     if Md5::digest(&body).as_slice() != &data[body_end..] {
         return Err(NotAggregated::DigestMismatch);
     }
-    let aggregate = AggregatedRecord::decode(body).map_err(|_| NotAggregated::InvalidProtobuf)?;
-    if aggregate.records.is_empty() {
+    // One pass: a record is resolved against the key tables read so far
+    // (entries are only ever appended, so a resolved index stays right);
+    // one whose key comes later in the bytes (legal, written by no known
+    // producer) is resolved at the end.
+    let mut partition_keys: Vec<&str> = Vec::new();
+    let mut hash_keys: Vec<&str> = Vec::new();
+    // Room for ~100-byte records without growing (small records grow it a
+    // few times, large ones leave some unused).
+    let mut out: Vec<DeaggregatedRecord> = Vec::with_capacity(body.len() / 96 + 1);
+    let mut unresolved: Vec<(usize, u64, Option<u64>)> = Vec::new();
+    for field in wire::fields(&body) {
+        match field.map_err(|_| NotAggregated::InvalidProtobuf)? {
+            wire::Field::PartitionKey(key) => partition_keys.push(key),
+            wire::Field::ExplicitHashKey(key) => hash_keys.push(key),
+            wire::Field::Record(record) => {
+                let index = out.len();
+                let partition_key = lookup(&partition_keys, record.partition_key_index);
+                let explicit_hash_key = record
+                    .explicit_hash_key_index
+                    .map(|i| lookup(&hash_keys, i));
+                let resolved = partition_key.is_some()
+                    && explicit_hash_key.as_ref().is_none_or(Option::is_some);
+                if !resolved {
+                    unresolved.push((
+                        index,
+                        record.partition_key_index,
+                        record.explicit_hash_key_index,
+                    ));
+                }
+                out.push(DeaggregatedRecord {
+                    partition_key: partition_key.unwrap_or_default(),
+                    explicit_hash_key: explicit_hash_key.flatten(),
+                    data: record.data,
+                    sub_sequence_number: index as u64,
+                    aggregated: true,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
         return Err(NotAggregated::Empty);
     }
-    let lookup = |table: &[String], index: u64| {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| table.get(i))
-            .cloned()
-    };
-    aggregate
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(index, record)| {
-            let partition_key = lookup(&aggregate.partition_key_table, record.partition_key_index)
-                .ok_or(NotAggregated::PartitionKeyIndexOutOfRange)?;
-            let explicit_hash_key = match record.explicit_hash_key_index {
-                None => None,
-                Some(i) => Some(
-                    lookup(&aggregate.explicit_hash_key_table, i)
-                        .ok_or(NotAggregated::ExplicitHashKeyIndexOutOfRange)?,
-                ),
-            };
-            Ok(DeaggregatedRecord {
-                partition_key,
-                explicit_hash_key,
-                data: record.data,
-                sub_sequence_number: index as u64,
-                aggregated: true,
-            })
-        })
-        .collect()
+    for (index, partition_key_index, explicit_hash_key_index) in unresolved {
+        let record = &mut out[index];
+        record.partition_key = lookup(&partition_keys, partition_key_index)
+            .ok_or(NotAggregated::PartitionKeyIndexOutOfRange)?;
+        if let Some(i) = explicit_hash_key_index {
+            record.explicit_hash_key =
+                Some(lookup(&hash_keys, i).ok_or(NotAggregated::ExplicitHashKeyIndexOutOfRange)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A key table's entry, owned.
+fn lookup(table: &[&str], index: u64) -> Option<String> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| table.get(i))
+        .map(|key| (*key).to_owned())
 }
 
 /// Deaggregates one Kinesis record: its user records if it is a valid

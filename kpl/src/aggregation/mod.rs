@@ -14,6 +14,7 @@
 mod decode;
 mod encode;
 pub mod proto;
+mod wire;
 
 pub use decode::{DeaggregatedRecord, NotAggregated, deaggregate, decode_aggregate};
 pub use encode::{AGGREGATE_OVERHEAD, AggregateBuilder, KinesisRecord};

@@ -266,3 +266,135 @@ proptest! {
         prop_assert!(decode_aggregate(&Bytes::from(flipped)).is_err());
     }
 }
+
+/// What a decoder made of an `AggregatedRecord`'s bytes: the tables and
+/// each record's (partition key index, explicit hash key index, data).
+type Parsed = (Vec<String>, Vec<String>, Vec<(u64, Option<u64>, Vec<u8>)>);
+
+fn by_prost(body: &[u8]) -> Option<Parsed> {
+    let aggregate = AggregatedRecord::decode(body).ok()?;
+    Some((
+        aggregate.partition_key_table,
+        aggregate.explicit_hash_key_table,
+        aggregate
+            .records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.partition_key_index,
+                    r.explicit_hash_key_index,
+                    r.data.to_vec(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+fn by_wire(body: &[u8]) -> Option<Parsed> {
+    let body = Bytes::copy_from_slice(body);
+    let aggregate = super::wire::parse(&body).ok()?;
+    Some((
+        aggregate
+            .partition_key_table
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect(),
+        aggregate
+            .explicit_hash_key_table
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect(),
+        aggregate
+            .records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.partition_key_index,
+                    r.explicit_hash_key_index,
+                    r.data.to_vec(),
+                )
+            })
+            .collect(),
+    ))
+}
+
+#[test]
+fn the_wire_parser_agrees_with_prost_on_unusual_encodings() {
+    let cases: Vec<Vec<u8>> = vec![
+        vec![],
+        // An unknown varint field, an unknown fixed32, an unknown group.
+        vec![0x20, 0x05, 0x2D, 1, 2, 3, 4, 0x33, 0x08, 0x01, 0x34],
+        // A group that never ends; an end of group that no group opened.
+        vec![0x33, 0x08, 0x01],
+        vec![0x34],
+        // Field 1 (a string) as a varint: the wrong wire type.
+        vec![0x08, 0x01],
+        // Field number 0.
+        vec![0x02, 0x00],
+        // A string that is not UTF-8.
+        vec![0x0A, 0x01, 0xFF],
+        // A length past the end.
+        vec![0x0A, 0x05, b'a'],
+        // An 11-byte varint; a 10-byte varint whose last byte is too big.
+        vec![
+            0x20, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
+        ],
+        vec![
+            0x20, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02,
+        ],
+        // A record with no fields; one with its data twice and its index twice.
+        vec![0x1A, 0x00],
+        vec![
+            0x1A, 0x0A, 0x08, 0x01, 0x08, 0x02, 0x1A, 0x01, b'a', 0x1A, 0x01, b'b',
+        ],
+        // A record with a tag whose value is not UTF-8, and a valid tag.
+        vec![0x1A, 0x06, 0x22, 0x04, 0x12, 0x02, 0xC3, 0x28],
+        vec![0x1A, 0x07, 0x22, 0x05, 0x0A, 0x01, b'k', 0x12, 0x00],
+    ];
+    for body in cases {
+        assert_eq!(by_wire(&body), by_prost(&body), "{body:02x?}");
+    }
+}
+
+proptest! {
+    /// The zero-copy parser accepts and refuses what prost does, and reads
+    /// the same values, on arbitrary bytes.
+    #[test]
+    fn the_wire_parser_agrees_with_prost_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        prop_assert_eq!(by_wire(&body), by_prost(&body));
+    }
+
+    /// ... and on aggregates with bytes changed or cut.
+    #[test]
+    fn the_wire_parser_agrees_with_prost_on_damaged_aggregates(
+        records in prop::collection::vec(input(), 2..8),
+        changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let (_, record) = build(&records);
+        let mut body = record.data[MAGIC.len()..record.data.len() - DIGEST_LEN].to_vec();
+        for (at, byte) in changes {
+            let i = at.index(body.len());
+            body[i] = byte;
+        }
+        prop_assert_eq!(by_wire(&body), by_prost(&body));
+        let cut = &body[..cut.index(body.len() + 1)];
+        prop_assert_eq!(by_wire(cut), by_prost(cut));
+    }
+}
+
+#[test]
+fn a_record_before_its_key_table_entry_is_resolved() {
+    // Field 3 (a record: key index 1, data "x") before field 1 twice.
+    let body = [
+        0x1A, 0x05, 0x08, 0x01, 0x1A, 0x01, b'x', //
+        0x0A, 0x01, b'a', 0x0A, 0x01, b'b', //
+        0x1A, 0x05, 0x08, 0x00, 0x1A, 0x01, b'y',
+    ];
+    let records = decode_aggregate(&frame(&body)).expect("an aggregate");
+    let keys: Vec<(&str, &[u8])> = records
+        .iter()
+        .map(|r| (r.partition_key.as_str(), &r.data[..]))
+        .collect();
+    assert_eq!(keys, [("b", &b"x"[..]), ("a", &b"y"[..])]);
+}
