@@ -2,7 +2,7 @@
 //! amazon-kclpy's own sample (Python), a processor on the npm package
 //! aws-kcl (Node), and a protocol recorder run under both our daemon and
 //! the Java MultiLangDaemon. Against the embedded back ends of the test
-//! process; the packages come from `scripts/multilang-peers`, the Java
+//! process; the packages come from `scripts/peers`, the Java
 //! daemon from `scripts/interop-java` (both run by `scripts/test`).
 //!
 //! These live in this crate because only a package's own tests get its

@@ -1,7 +1,7 @@
 """amazon-kclpy's own sample record processor, run unchanged.
 
 `samples/sample_kclpy_app.py` of the amazon-kclpy sdist (installed by
-scripts/multilang-peers) is imported as it is, and the package's own
+scripts/peers) is imported as it is, and the package's own
 `kcl.KCLProcess` speaks the protocol. The subclass only adds a record of
 what the sample saw, for the test to check: one JSON line per event in
 $MULTILANG_RECORD_DIR/kclpy-<pid>.jsonl. Every method calls the sample's.

@@ -1,5 +1,5 @@
 // A record processor on the npm package aws-kcl (installed by
-// scripts/multilang-peers), in the shape of the package repository's
+// scripts/peers), in the shape of the package repository's
 // basic sample consumer (not shipped in the npm package): each record is
 // written to a file, and each batch is checkpointed at its last record's
 // sequence number (the package's checkpoint sends no sub-sequence number).

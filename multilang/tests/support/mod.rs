@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// Where the packages of `scripts/multilang-peers` are.
+/// Where the packages of `scripts/peers` are.
 pub struct Peers {
     root: PathBuf,
 }
@@ -48,7 +48,7 @@ impl Peers {
         let dir = self.root.join("kclpy");
         assert!(
             dir.join("samples/sample_kclpy_app.py").is_file(),
-            "{} is missing: run scripts/multilang-peers (scripts/test does)",
+            "{} is missing: run scripts/peers (scripts/test does)",
             dir.display()
         );
         Some(dir)
@@ -64,7 +64,7 @@ impl Peers {
         let dir = self.root.join("node/node_modules");
         assert!(
             dir.join("aws-kcl/index.js").is_file(),
-            "{} is missing: run scripts/multilang-peers (scripts/test does)",
+            "{} is missing: run scripts/peers (scripts/test does)",
             dir.display()
         );
         Some(dir)
