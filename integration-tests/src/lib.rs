@@ -26,6 +26,7 @@ pub mod endpoints;
 pub mod external;
 pub mod fault_proxy;
 pub mod java;
+pub mod proc_tree;
 pub mod resources;
 pub mod tcp_gate;
 pub mod tls_front;

@@ -30,7 +30,9 @@ import software.amazon.kinesis.producer.UserRecordResult;
  * data {@code warmup}) and waits for it, so that the stream's shard map is loaded before the
  * input is read (the KPL sends records unaggregated while it has no shard map); and any KPL setting as {@code --kpl.Name value}
  * (e.g. {@code --kpl.KinesisEndpoint 127.0.0.1 --kpl.KinesisPort 4443 --kpl.VerifyCertificate false}).
- * Credentials are test/test.
+ * {@code --quiet true} writes no result line per record, only the counts in {@code done}
+ * ({@code "ok":N,"failed":M}): for the benchmark against our producer, where a million JSON
+ * lines would measure the harness. Credentials are test/test.
  */
 public final class KplProducer {
     private KplProducer() {}
@@ -58,6 +60,9 @@ public final class KplProducer {
                     .emitNow();
         }
 
+        boolean quiet = Boolean.parseBoolean(args.get("quiet", "false"));
+        java.util.concurrent.atomic.AtomicLong succeeded = new java.util.concurrent.atomic.AtomicLong();
+        java.util.concurrent.atomic.AtomicLong failed = new java.util.concurrent.atomic.AtomicLong();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         Base64.Decoder b64 = Base64.getDecoder();
         long index = 0;
@@ -76,6 +81,10 @@ public final class KplProducer {
                     new FutureCallback<UserRecordResult>() {
                         @Override
                         public void onSuccess(UserRecordResult result) {
+                            if (quiet) {
+                                (result.isSuccessful() ? succeeded : failed).incrementAndGet();
+                                return;
+                            }
                             Json.event("result")
                                     .num("i", i)
                                     .bool("ok", result.isSuccessful())
@@ -87,6 +96,10 @@ public final class KplProducer {
 
                         @Override
                         public void onFailure(Throwable error) {
+                            if (quiet) {
+                                failed.incrementAndGet();
+                                return;
+                            }
                             String detail = error.toString();
                             if (error instanceof UserRecordFailedException f) {
                                 StringBuilder sb = new StringBuilder();
@@ -103,7 +116,11 @@ public final class KplProducer {
         producer.flushSync();
         Json.flush();
         producer.destroy();
-        Json.event("done").num("records", index).emitNow();
+        Json.event("done")
+                .num("records", index)
+                .num("ok", succeeded.get())
+                .num("failed", failed.get())
+                .emitNow();
         System.exit(0);
     }
 }
