@@ -54,6 +54,11 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
  *
  * <p>stdin: {@code shutdown} starts a graceful shutdown (processors checkpoint as told, then the
  * JVM exits); end of input does the same.
+ *
+ * <p>{@code --count N} (for the consumer benchmark): no line per record or checkpoint; the
+ * processor only counts and checkpoints each batch; once N records were delivered, one line
+ * {@code {"event":"drained","records":N,"seconds_to_first":..,"seconds_to_all":..}} (seconds
+ * since the JVM started), then a graceful shutdown without waiting for stdin.
  */
 public final class KclConsumer {
     private KclConsumer() {}
@@ -61,6 +66,10 @@ public final class KclConsumer {
     static String worker;
     static String checkpointMode;
     static long limit;
+    static long countTarget;
+    static final java.util.concurrent.atomic.AtomicLong counted = new java.util.concurrent.atomic.AtomicLong();
+    static volatile long firstAtMillis;
+    static final java.util.concurrent.CountDownLatch drained = new java.util.concurrent.CountDownLatch(1);
 
     public static void main(String[] argv) throws Exception {
         Args args = new Args(argv);
@@ -69,6 +78,7 @@ public final class KclConsumer {
         worker = args.get("worker");
         checkpointMode = args.get("checkpoint", "batch");
         limit = args.getLong("limit", Long.MAX_VALUE);
+        countTarget = args.getLong("count", 0);
         long failover = args.getLong("failover-ms", 3000);
         long idle = args.getLong("idle-ms", 200);
 
@@ -123,11 +133,15 @@ public final class KclConsumer {
         runner.start();
         Json.event("started").str("worker", worker).emitNow();
 
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        String line;
-        while ((line = in.readLine()) != null) {
-            if (line.trim().equals("shutdown")) {
-                break;
+        if (countTarget > 0) {
+            drained.await();
+        } else {
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            String line;
+            while ((line = in.readLine()) != null) {
+                if (line.trim().equals("shutdown")) {
+                    break;
+                }
             }
         }
         Future<Boolean> done = scheduler.startGracefulShutdown();
@@ -162,6 +176,10 @@ public final class KclConsumer {
         @Override
         public void processRecords(ProcessRecordsInput input) {
             List<KinesisClientRecord> records = input.records();
+            if (countTarget > 0) {
+                count(input, records);
+                return;
+            }
             boolean reachedLimit = false;
             for (KinesisClientRecord r : records) {
                 if (seen >= limit) {
@@ -191,6 +209,32 @@ public final class KclConsumer {
                 Json.event("limit").str("worker", worker).str("shard", shard).emitNow();
             } else if (seen < limit && checkpointMode.equals("batch") && lastSeq != null) {
                 checkpoint(input.checkpointer(), lastSeq, lastSubseq);
+            }
+        }
+
+        /** {@code --count}: count, checkpoint the batch, report once the target is reached. */
+        private void count(ProcessRecordsInput input, List<KinesisClientRecord> records) {
+            if (records.isEmpty()) {
+                return;
+            }
+            long now = System.currentTimeMillis();
+            if (firstAtMillis == 0) {
+                firstAtMillis = now;
+            }
+            long total = counted.addAndGet(records.size());
+            try {
+                input.checkpointer().checkpoint();
+            } catch (Exception e) {
+                Json.event("checkpoint").str("shard", shard).str("error", e.toString()).emitNow();
+            }
+            if (total >= countTarget && drained.getCount() > 0) {
+                long start = java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime();
+                Json.event("drained")
+                        .num("records", total)
+                        .str("seconds_to_first", String.valueOf((firstAtMillis - start) / 1000.0))
+                        .str("seconds_to_all", String.valueOf((now - start) / 1000.0))
+                        .emitNow();
+                drained.countDown();
             }
         }
 
