@@ -279,7 +279,8 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Byt
 }
 
 /// A response body: whole (most answers) or streamed (SubscribeToShard).
-type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn handle(
     request: Request<Incoming>,
@@ -299,12 +300,17 @@ fn whole(body: Bytes) -> ProxyBody {
     Full::new(body).map_err(|never| match never {}).boxed()
 }
 
+fn streamed(body: Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed()
+}
+
 /// SubscribeToShard, whose answer is an event stream lasting minutes: it is
 /// passed through as it comes, never buffered. With `every_call`, `fail`
-/// answers 500 and `throttle` 400 LimitExceededException without
-/// forwarding, and `drop_response` forwards the call and cuts the stream
-/// after its first event (a connection lost mid-subscription: the reader
-/// must subscribe again from its last continuation sequence number).
+/// answers 500, `throttle` 400 LimitExceededException and `deny` 400
+/// AccessDeniedException without forwarding, and `drop_response` forwards
+/// the call and aborts the stream after its first frame (a connection lost
+/// mid-subscription: the reader must subscribe again from its last
+/// continuation sequence number); `stall_every_call` holds it.
 async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Response<ProxyBody> {
     let (parts, body) = request.into_parts();
     let body = body
@@ -314,6 +320,17 @@ async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Respon
         .unwrap_or_default();
     let faults = state.faults.lock().map(|f| *f).unwrap_or_default();
     let counts = &state.counts;
+    if *state.stalled_all.borrow() {
+        FaultCounts::add(&counts.stalled, 1);
+        let mut stalled = state.stalled_all.clone();
+        let _ = stalled.wait_for(|stalled| !*stalled).await;
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "stalled",
+        )
+        .map(whole);
+    }
     let mut keep_frames = None;
     if faults.every_call {
         let roll: f64 = rand::random();
@@ -337,7 +354,17 @@ async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Respon
             )
             .map(whole);
         }
-        if roll < faults.fail + faults.throttle + faults.drop_response {
+        let denied = faults.fail + faults.throttle + faults.deny;
+        if roll >= faults.fail + faults.throttle && roll < denied {
+            FaultCounts::add(&counts.calls_faulted, 1);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                "User is not authorized to perform this action (injected)",
+            )
+            .map(whole);
+        }
+        if roll >= denied && roll < denied + faults.drop_response {
             FaultCounts::add(&counts.calls_faulted, 1);
             FaultCounts::add(&counts.dropped_responses, 1);
             keep_frames = Some(1);
@@ -350,7 +377,7 @@ async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Respon
     match state.client.request(request).await {
         Ok(response) => response.map(|body| match keep_frames {
             Some(frames) => Truncated { body, frames }.boxed(),
-            None => body.boxed(),
+            None => streamed(body),
         }),
         Err(error) => {
             error_response(StatusCode::BAD_GATEWAY, "ProxyError", &error.to_string()).map(whole)
@@ -358,7 +385,8 @@ async fn subscribe_to_shard(request: Request<Incoming>, state: &State) -> Respon
     }
 }
 
-/// A streamed body that ends after its first `frames` frames.
+/// A streamed body cut after its first `frames` frames with an error, so
+/// that the connection is aborted as a lost one is (not ended cleanly).
 struct Truncated {
     body: Incoming,
     frames: usize,
@@ -366,20 +394,20 @@ struct Truncated {
 
 impl hyper::body::Body for Truncated {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
         if self.frames == 0 {
-            return std::task::Poll::Ready(None);
+            return std::task::Poll::Ready(Some(Err("subscription cut (injected)".into())));
         }
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(_))) = &polled {
             self.frames -= 1;
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(BoxError::from)))
     }
 }
 

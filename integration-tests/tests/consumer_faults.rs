@@ -473,6 +473,7 @@ async fn a_deleted_lease_table_stops_the_worker_with_the_error() {
     config.failover_time = Duration::from_millis(900);
     config.idle_time_between_reads = Duration::from_millis(100);
     config.shutdown_timeout = Duration::from_secs(2);
+    config.lease_table_error_grace = Duration::from_secs(2);
     let scheduler = Scheduler::new(aws.sdk_config(), config, |_: &str| Recorder {
         worker: "worker-1".into(),
         shard: String::new(),

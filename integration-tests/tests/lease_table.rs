@@ -313,3 +313,76 @@ async fn a_scan_skips_items_that_are_not_leases_and_reports_unreadable_ones() {
     assert_eq!(scan.unreadable, vec!["shardId-000000000009".to_owned()]);
     assert_eq!(table.list_leases().await.expect("list").len(), 1);
 }
+
+/// Java KCL 3.x fleets mark a lease in graceful handoff with
+/// `checkpointOwner` and balance by `throughputKBps` (issue 14): a renewal
+/// is refused while the mark is there (a leader assigned the lease away), a
+/// take removes it (a fresh assignment, as the Java KCL 3.x's take), a
+/// renewal writes `throughputKBps` as a number, and no update removes an
+/// attribute this crate does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcl3_handoff_marks_and_throughput_are_honoured() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("app");
+    let table = LeaseTable::new(client.clone(), &name);
+    table.create_if_missing().await.expect("create");
+    let mut lease = Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON);
+    table.create_lease_if_absent(&lease).await.expect("put");
+    let key = lease.lease_key.clone();
+    let set = |attribute: &str, value: AttributeValue| {
+        client
+            .update_item()
+            .table_name(&name)
+            .key("leaseKey", AttributeValue::S(key.clone()))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", value)
+            .send()
+    };
+    set("someFutureAttribute", AttributeValue::S("kept".into()))
+        .await
+        .expect("update");
+
+    assert!(table.take(&mut lease, "rust-1").await.expect("take"));
+    assert!(
+        table
+            .renew_reporting(&mut lease, "rust-1", Some(12.3456))
+            .await
+            .expect("renew")
+    );
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    assert_eq!(item["throughputKBps"], AttributeValue::N("12.346".into()));
+    assert_eq!(
+        item["someFutureAttribute"],
+        AttributeValue::S("kept".into())
+    );
+
+    // A leader hands the lease over: owner the next worker, we the
+    // checkpoint owner. Our renewal is refused.
+    set("checkpointOwner", AttributeValue::S("rust-1".into()))
+        .await
+        .expect("update");
+    assert!(!table.renew(&mut lease, "rust-1").await.expect("renew"));
+    let read = table
+        .get_lease(&lease.lease_key)
+        .await
+        .expect("get")
+        .expect("lease");
+    assert_eq!(read.checkpoint_owner.as_deref(), Some("rust-1"));
+
+    // A take (of an expired lease) is a fresh assignment: the mark goes,
+    // the unknown attribute stays.
+    let mut taken = read;
+    assert!(table.take(&mut taken, "rust-2").await.expect("take"));
+    assert_eq!(taken.checkpoint_owner, None);
+    let item = raw_item(&client, &name, &lease.lease_key).await;
+    assert!(!item.contains_key("checkpointOwner"), "{item:?}");
+    assert_eq!(item["leaseOwner"], AttributeValue::S("rust-2".into()));
+    assert_eq!(
+        item["someFutureAttribute"],
+        AttributeValue::S("kept".into())
+    );
+    assert_eq!(item["throughputKBps"], AttributeValue::N("12.346".into()));
+    aws.shutdown().await;
+}

@@ -80,6 +80,11 @@ pub struct ConsumerConfig {
     /// they are (no record is lost: checkpoints never pass unprocessed
     /// records) and the leases expire. Default: 30 s.
     pub shutdown_timeout: Duration,
+    /// How long the lease table must keep failing with an error no retry
+    /// fixes (deleted, access denied) — and on at least 5 passes in a row —
+    /// before [`Scheduler::run`] stops with it: long enough to ride out an
+    /// IAM change that is still propagating. Default: 60 s.
+    pub lease_table_error_grace: Duration,
     /// Timeouts of the lease table's client. Default:
     /// [`ApiTimeouts::DYNAMODB`] (connect 3 s, attempt 5 s, operation 15 s).
     pub dynamodb_timeouts: ApiTimeouts,
@@ -126,6 +131,7 @@ impl ConsumerConfig {
             process_empty_batches: false,
             release_cooldown: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            lease_table_error_grace: Duration::from_secs(60),
             dynamodb_timeouts: ApiTimeouts::DYNAMODB,
             kinesis_timeouts: ApiTimeouts::KINESIS,
         }
@@ -274,7 +280,8 @@ where
     /// [`ConsumerError::Lease`] when the lease table cannot be created at
     /// start, or keeps failing with an error no retry fixes (deleted, access
     /// denied: [`LeaseError::permanent`]) on 5 consecutive passes (a pass
-    /// every third of the failover time); the processors get
+    /// every third of the failover time) and for
+    /// [`ConsumerConfig::lease_table_error_grace`]; the processors get
     /// `shutdown_requested` first. [`ConsumerError::Retrieval`] when an
     /// enhanced fan-out consumer cannot be registered.
     pub async fn run(self) -> Result<(), ConsumerError> {
@@ -313,7 +320,7 @@ where
         let mut last_sync: Option<Instant> = None;
         let mut shutdown = self.shutdown_request.subscribe();
         // Lease-table errors no retry fixes, on consecutive passes.
-        let mut permanent: Option<(usize, LeaseError)> = None;
+        let mut permanent: Option<(usize, Instant, LeaseError)> = None;
         let mut tick = tokio::time::interval(timings.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -348,10 +355,12 @@ where
                     Err(error) => {
                         match error.permanent() {
                             Some(fix) => {
-                                let attempts = permanent.as_ref().map_or(0, |(n, _)| *n) + 1;
-                                tracing::error!(%error, fix, attempt = attempts, of = PERMANENT_PASSES,
+                                let (attempts, since) = permanent
+                                    .as_ref()
+                                    .map_or((1, Instant::now()), |(n, since, _)| (n + 1, *since));
+                                tracing::error!(%error, fix, attempt = attempts, failing_for = ?since.elapsed(),
                                     "the lease table cannot be used");
-                                permanent = Some((attempts, error));
+                                permanent = Some((attempts, since, error));
                             }
                             None => {
                                 permanent = None;
@@ -376,10 +385,9 @@ where
                 () = pass => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
-            if permanent
-                .as_ref()
-                .is_some_and(|(n, _)| *n >= PERMANENT_PASSES)
-            {
+            if permanent.as_ref().is_some_and(|(n, since, _)| {
+                *n >= PERMANENT_PASSES && since.elapsed() >= self.config.lease_table_error_grace
+            }) {
                 metrics::counter!(crate::metrics::PERMANENT_ERRORS).increment(1);
                 break;
             }
@@ -415,7 +423,12 @@ where
         }
         match permanent {
             // The error that stopped the worker, for the caller to show.
-            Some((n, error)) if n >= PERMANENT_PASSES => Err(error.into()),
+            Some((n, since, error))
+                if n >= PERMANENT_PASSES
+                    && since.elapsed() >= self.config.lease_table_error_grace =>
+            {
+                Err(error.into())
+            }
             _ => Ok(()),
         }
     }

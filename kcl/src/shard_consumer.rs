@@ -190,6 +190,7 @@ pub(crate) async fn run<P: RecordProcessor>(
         if let Some(last) = records.last() {
             metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
             checkpointer.delivered(last.extended_sequence_number());
+            lease.record_delivered(records.iter().map(|r| r.data.len() as u64).sum());
         }
         if !records.is_empty() || config.process_empty_batches {
             let input = ProcessRecordsInput {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
@@ -159,6 +159,15 @@ impl ChildProcess {
         })
     }
 
+    /// Whether the child has exited (its exit status then), without waiting.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.process.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(error) => Some(error.to_string()),
+        }
+    }
+
     /// The child's process id, while it runs.
     pub fn id(&self) -> Option<u32> {
         self.process.id()
@@ -194,10 +203,21 @@ impl ChildProcess {
         &mut self,
         waiting_for: &'static str,
     ) -> Result<ChildMessage, ChildError> {
+        // One bound for the whole wait, as the Java daemon's: lines that are
+        // not messages do not extend it.
+        let deadline = self.timeout.map(|t| (tokio::time::Instant::now() + t, t));
         loop {
-            let timeout = self.timeout;
             let read = read_line(&mut self.stdout, &mut self.line);
-            let read = bounded(timeout, waiting_for, read).await?;
+            let read =
+                match deadline {
+                    None => read.await,
+                    Some((at, after)) => tokio::time::timeout_at(at, read).await.map_err(|_| {
+                        ChildError::Timeout {
+                            action: waiting_for,
+                            after,
+                        }
+                    })?,
+                };
             match read {
                 Ok(0) => {
                     let status = match self.process.try_wait() {
@@ -235,11 +255,8 @@ impl ChildProcess {
         drop(self.stdin.take());
         let shard_id = self.shard_id.clone();
         let drain = async {
-            let mut rest = Vec::new();
-            let _ = (&mut self.stdout)
-                .take(MAX_LINE as u64 * 16)
-                .read_to_end(&mut rest)
-                .await;
+            // What the child still writes is read and dropped, not kept.
+            let _ = tokio::io::copy(&mut self.stdout, &mut tokio::io::sink()).await;
             self.process.wait().await.ok()
         };
         let drained = tokio::time::timeout(EXIT_GRACE, drain).await;

@@ -368,14 +368,13 @@ impl DaemonConfig {
                     key,
                     what: "the timestamp (epoch seconds) AT_TIMESTAMP starts at",
                 })?;
-                let seconds = value
+                let at = value
                     .parse::<f64>()
                     .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .and_then(|since| SystemTime::UNIX_EPOCH.checked_add(since))
                     .ok_or_else(|| invalid(key, value, "epoch seconds, e.g. 1732838400"))?;
-                StartingPosition::AtTimestamp(
-                    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds),
-                )
+                StartingPosition::AtTimestamp(at)
             }
             Some(v) => {
                 return Err(invalid(
@@ -728,6 +727,14 @@ regionName = us-east-1
                 "streamArn",
             ),
             ("timeoutInSeconds = -1\n", "timeoutInSeconds"),
+            (
+                "initialPositionInStream = AT_TIMESTAMP\ninitialPositionInStreamExtended = 1e300\n",
+                "initialPositionInStreamExtended",
+            ),
+            (
+                "initialPositionInStream = AT_TIMESTAMP\ninitialPositionInStreamExtended = NaN\n",
+                "initialPositionInStreamExtended",
+            ),
         ] {
             let error = load(extra).unwrap_err();
             assert!(error.to_string().starts_with(key), "{extra:?}: {error}");

@@ -150,8 +150,9 @@ async fn run(args: Args, started: Instant) -> anyhow::Result<()> {
 }
 
 fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("reading the properties file {}", path.display()))?;
+    let text = kcl_multilang::properties::decode(&bytes);
     let properties = Properties::parse(&text).with_context(|| format!("{}", path.display()))?;
     DaemonConfig::from_properties(&properties)
         .with_context(|| format!("{}: the configuration is refused", path.display()))

@@ -171,6 +171,12 @@ pub enum ChildMessage {
         #[serde(default, deserialize_with = "integer_or_string")]
         sub_sequence_number: Option<i64>,
     },
+    /// A checkpoint whose fields do not read (a sequence number that is an
+    /// object, or a JSON number too large to be exact; a sub-sequence number
+    /// that is not a whole number): answered `IllegalArgumentException`, so
+    /// the child is not left waiting for an answer.
+    #[serde(skip)]
+    MalformedCheckpoint,
     /// Any other action (a message type the daemon does not take from a
     /// child): skipped.
     #[serde(other)]
@@ -195,8 +201,12 @@ impl ChildMessage {
             return None;
         }
         match serde_json::from_slice(trimmed) {
-            Ok(Self::Other) | Err(_) => None,
+            Ok(Self::Other) => None,
             Ok(message) => Some(message),
+            Err(_) => {
+                let value: serde_json::Value = serde_json::from_slice(trimmed).ok()?;
+                (value["action"] == "checkpoint").then_some(Self::MalformedCheckpoint)
+            }
         }
     }
 }
@@ -207,16 +217,24 @@ enum StringOrNumber {
     String(String),
     Integer(i64),
     Unsigned(u64),
-    Float(f64),
+    Float(#[allow(dead_code)] f64),
 }
 
+/// A sequence number: a string, or a JSON integer that is exact. A larger
+/// number (a real sequence number has ~56 digits) arrives as a float whose
+/// digits are not the child's: refused rather than rounded, since a rounded
+/// position could checkpoint past records not yet processed.
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<StringOrNumber>::deserialize(d)?.map(|v| match v {
-        StringOrNumber::String(s) => s,
-        StringOrNumber::Integer(n) => n.to_string(),
-        StringOrNumber::Unsigned(n) => n.to_string(),
-        StringOrNumber::Float(n) => n.to_string(),
-    }))
+    use serde::de::Error;
+    match Option::<StringOrNumber>::deserialize(d)? {
+        None => Ok(None),
+        Some(StringOrNumber::String(s)) => Ok(Some(s)),
+        Some(StringOrNumber::Integer(n)) => Ok(Some(n.to_string())),
+        Some(StringOrNumber::Unsigned(n)) => Ok(Some(n.to_string())),
+        Some(StringOrNumber::Float(_)) => Err(D::Error::custom(
+            "a sequence number given as a JSON number too large to be exact",
+        )),
+    }
 }
 
 fn integer_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {

@@ -116,6 +116,16 @@ impl MultiLangProcessor {
                     };
                     child.send("checkpoint", &answer.to_line()).await?;
                 }
+                ChildMessage::MalformedCheckpoint => {
+                    tracing::warn!(shard = %self.shard_id,
+                        "the child asked for a checkpoint whose position does not read; answered IllegalArgumentException");
+                    let answer = DaemonMessage::Checkpoint {
+                        sequence_number: None,
+                        sub_sequence_number: None,
+                        error: Some("IllegalArgumentException"),
+                    };
+                    child.send("checkpoint", &answer.to_line()).await?;
+                }
                 ChildMessage::Other => {}
             }
         }
@@ -196,6 +206,17 @@ impl RecordProcessor for MultiLangProcessor {
             return;
         }
         if input.records.is_empty() && !self.settings.forward_empty_batches {
+            // An idle shard still notices a child that exited, and hands
+            // its lease back instead of holding it with nobody processing.
+            let exited = self.child.as_mut().and_then(ChildProcess::exited);
+            if let Some(status) = exited {
+                self.fail(ChildError::Exited {
+                    action: "processRecords",
+                    status,
+                })
+                .await;
+                checkpointer.release_lease();
+            }
             return;
         }
         let message = DaemonMessage::process_records(&input.records, input.millis_behind_latest);
@@ -273,11 +294,17 @@ fn java_exception(error: &CheckpointError) -> &'static str {
             "IllegalArgumentException"
         }
         CheckpointError::Table(kcl::lease::LeaseError::Contended { .. }) => "ThrottlingException",
-        CheckpointError::Table(kcl::lease::LeaseError::Dynamo { message, .. })
-            if message.contains("Throttl") || message.contains("ProvisionedThroughputExceeded") =>
-        {
-            "ThrottlingException"
-        }
+        // As the Java KCL's DynamoDBLeaseRefresher maps them: throttling is
+        // retryable, a missing table an invalid state, the rest a dependency.
+        CheckpointError::Table(kcl::lease::LeaseError::Dynamo {
+            code: Some(code), ..
+        }) => match code.as_str() {
+            "ProvisionedThroughputExceededException" | "RequestLimitExceeded" => {
+                "ThrottlingException"
+            }
+            "ResourceNotFoundException" => "InvalidStateException",
+            _ => "KinesisClientLibDependencyException",
+        },
         CheckpointError::Table(_) => "KinesisClientLibDependencyException",
     }
 }
@@ -301,11 +328,11 @@ mod tests {
 
     #[test]
     fn errors_carry_the_java_checkpointer_exception_names() {
-        let dynamo = |message: &str| {
+        let dynamo = |code: &str| {
             CheckpointError::Table(LeaseError::Dynamo {
                 operation: "UpdateItem",
-                message: message.to_owned(),
-                code: None,
+                message: format!("{code}: service error"),
+                code: (!code.is_empty()).then(|| code.to_owned()),
             })
         };
         let cases = [
@@ -330,15 +357,13 @@ mod tests {
                 "ThrottlingException",
             ),
             (
-                dynamo("ProvisionedThroughputExceededException: slow down"),
+                dynamo("ProvisionedThroughputExceededException"),
                 "ThrottlingException",
             ),
+            (dynamo("ResourceNotFoundException"), "InvalidStateException"),
+            (dynamo(""), "KinesisClientLibDependencyException"),
             (
-                dynamo("ThrottlingException: rate exceeded"),
-                "ThrottlingException",
-            ),
-            (
-                dynamo("dispatch failure: connection refused"),
+                dynamo("InternalServerError"),
                 "KinesisClientLibDependencyException",
             ),
         ];

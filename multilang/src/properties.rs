@@ -5,9 +5,12 @@
 //! logical line; `#` and `!` start comment lines; a line ending in an odd
 //! number of backslashes continues on the next (whose leading blanks are
 //! dropped); `\t \n \r \f \uXXXX` and `\<any>` escapes in keys and values.
-//! One difference, deliberate: trailing blanks of a value are dropped
-//! (Java keeps them, and `failoverTimeMillis = 10000 ` then fails to parse
-//! for a reason nobody sees).
+//! The file's bytes are read as UTF-8, or as ISO-8859-1 (Java's
+//! encoding for `Properties.load(InputStream)`) when they are not UTF-8
+//! ([`decode`]). One difference, deliberate: trailing blanks of a value are
+//! dropped, escaped ones too (Java keeps them, and
+//! `failoverTimeMillis = 10000 ` then fails to parse for a reason nobody
+//! sees).
 
 use std::collections::BTreeMap;
 
@@ -161,20 +164,55 @@ fn unescape(text: &str, line: usize) -> Result<String, PropertiesError> {
             Some('r') => out.push('\r'),
             Some('f') => out.push('\x0c'),
             Some('u') => {
-                let hex: String = chars.by_ref().take(4).collect();
-                let code = (hex.len() == 4)
-                    .then(|| u32::from_str_radix(&hex, 16).ok())
-                    .flatten()
-                    .ok_or(PropertiesError::MalformedUnicodeEscape { line })?;
-                // A lone surrogate half (Java would keep it in a UTF-16
-                // string) becomes U+FFFD.
-                out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                let code =
+                    hex4(&mut chars).ok_or(PropertiesError::MalformedUnicodeEscape { line })?;
+                // A surrogate pair written as two escapes is one character,
+                // as in Java's UTF-16 strings; a lone half becomes U+FFFD.
+                let low = (0xD800..0xDC00).contains(&code).then(|| {
+                    let mut ahead = chars.clone();
+                    (ahead.next() == Some('\\') && ahead.next() == Some('u'))
+                        .then(|| hex4(&mut ahead).filter(|low| (0xDC00..0xE000).contains(low)))
+                        .flatten()
+                        .map(|low| (low, ahead))
+                });
+                match low.flatten() {
+                    Some((low, ahead)) => {
+                        chars = ahead;
+                        let combined = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                        out.push(char::from_u32(combined).unwrap_or('\u{fffd}'));
+                    }
+                    None => out.push(char::from_u32(code).unwrap_or('\u{fffd}')),
+                }
             }
             Some(other) => out.push(other),
             None => {}
         }
     }
     Ok(out)
+}
+
+/// Four hexadecimal digits, as Java's `\uXXXX` takes them (no sign).
+fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+    let mut code = 0;
+    for _ in 0..4 {
+        code = code * 16 + chars.next()?.to_digit(16)?;
+    }
+    Some(code)
+}
+
+/// The text of a properties file's bytes: UTF-8 when they are, else
+/// ISO-8859-1, the encoding Java's `Properties.load(InputStream)` reads.
+///
+/// ```
+/// use kcl_multilang::properties::decode;
+/// assert_eq!(decode(b"caf\xe9"), "café");
+/// assert_eq!(decode("café".as_bytes()), "café");
+/// ```
+pub fn decode(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +268,19 @@ trailing = 10000   \n";
         let properties = Properties::parse("a = 1\nb = 2\na = 3\n").unwrap();
         assert_eq!(properties.get("a"), Some("3"));
         assert_eq!(properties.repeated_keys().get("a"), Some(&vec![1, 3]));
+    }
+
+    #[test]
+    fn surrogate_pairs_combine_and_signs_are_not_hex() {
+        assert_eq!(
+            pairs("smile = \\uD83D\\uDE00\n"),
+            vec![("smile".into(), "😀".into())]
+        );
+        assert_eq!(
+            pairs("lone = \\uD83Dx\n"),
+            vec![("lone".into(), "\u{fffd}x".into())]
+        );
+        assert!(Properties::parse("bad = \\u+abc\n").is_err());
     }
 
     #[test]

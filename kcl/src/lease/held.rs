@@ -10,7 +10,7 @@
 //! a retried request), as the Java KCL's `DynamoDBLeaseRefresher` does.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Lease, LeaseError, LeaseTable};
@@ -34,6 +34,9 @@ pub(crate) struct HeldLease {
     state: Mutex<State>,
     /// A renewal found another owner.
     lost: AtomicBool,
+    /// Bytes of records delivered since the last renewal, for the
+    /// `throughputKBps` a Java KCL 3.x leader balances by.
+    delivered_bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +44,10 @@ struct State {
     lease: Lease,
     /// When the last write that proved the lease ours was sent.
     renewed_at: Instant,
+    /// The throughput reported at the last renewal (KB/s), and since when
+    /// the bytes now counted were delivered.
+    throughput_kbps: Option<f64>,
+    measured_since: Instant,
 }
 
 /// What a renewal found.
@@ -72,9 +79,37 @@ impl HeldLease {
             state: Mutex::new(State {
                 lease,
                 renewed_at: taken_at,
+                throughput_kbps: None,
+                measured_since: taken_at,
             }),
             lost: AtomicBool::new(false),
+            delivered_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Counts bytes of records handed to the processor.
+    pub(crate) fn record_delivered(&self, bytes: u64) {
+        self.delivered_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The throughput to report with a renewal: the bytes delivered since
+    /// the last one, per second, in KB/s, averaged with the previous figure
+    /// (the Java KCL 3.x's exponential moving average, alpha 0.5).
+    fn next_throughput(&self, now: Instant) -> f64 {
+        let bytes = self.delivered_bytes.swap(0, Ordering::Relaxed);
+        let mut state = self.state();
+        let seconds = now
+            .saturating_duration_since(state.measured_since)
+            .as_secs_f64()
+            .max(0.001);
+        let current = bytes as f64 / 1024.0 / seconds;
+        let average = match state.throughput_kbps {
+            Some(previous) => 0.5 * current + 0.5 * previous,
+            None => current,
+        };
+        state.throughput_kbps = Some(average);
+        state.measured_since = now;
+        average
     }
 
     /// Whether a renewal found the lease owned by another worker.
@@ -138,10 +173,15 @@ impl HeldLease {
     /// one more renewal at the counter read back; only a renewal that
     /// succeeds moves the fence.
     pub(crate) async fn renew(&self) -> Result<Renewal, LeaseError> {
+        let throughput = self.next_throughput(Instant::now());
         for _ in 0..2 {
             let sent_at = Instant::now();
             let mut copy = self.snapshot();
-            if self.table.renew(&mut copy, &self.worker_id).await? {
+            if self
+                .table
+                .renew_reporting(&mut copy, &self.worker_id, Some(throughput))
+                .await?
+            {
                 self.merge(&copy, Some(sent_at), |_| {});
                 return Ok(Renewal::Renewed);
             }

@@ -27,6 +27,13 @@ pub(crate) const SHARD_ID: &str = "shardId";
 /// KCL 3.5+: what an item of the lease table is (`LEASE`, `LEADER`,
 /// `WORKER_METRIC_STATS`, …); absent on leases written by older versions.
 pub(crate) const ENTITY_TYPE: &str = "entityType";
+/// The Java KCL 3.x's graceful-handoff mark: the worker that still owns a
+/// lease's checkpoint while its `leaseOwner` is already the new worker
+/// (`DynamoDBLeaseSerializer.CHECKPOINT_OWNER`).
+pub(crate) const CHECKPOINT_OWNER: &str = "checkpointOwner";
+/// The Java KCL 3.x's per-lease throughput (N, KB/s), written on renewals
+/// and read by its leader to balance leases.
+pub(crate) const THROUGHPUT_KBPS: &str = "throughputKBps";
 
 /// One shard lease.
 ///
@@ -68,6 +75,12 @@ pub struct Lease {
     pub stream_identifier: Option<String>,
     /// `shardId` (S), multi-stream applications only.
     pub shard_id: Option<String>,
+    /// `checkpointOwner` (S), Java KCL 3.x: set only while a lease is being
+    /// handed over gracefully (the worker that still processes it, while
+    /// `lease_owner` is already the next one). Read, never written by this
+    /// crate but removed when a lease is taken, as the Java KCL 3.x's take
+    /// and assignment remove it.
+    pub checkpoint_owner: Option<String>,
 }
 
 impl Lease {
@@ -86,6 +99,7 @@ impl Lease {
             hash_key_range: None,
             stream_identifier: None,
             shard_id: None,
+            checkpoint_owner: None,
         }
     }
 
@@ -292,6 +306,7 @@ impl Lease {
             hash_key_range,
             stream_identifier: string(STREAM_NAME)?,
             shard_id: string(SHARD_ID)?,
+            checkpoint_owner: string(CHECKPOINT_OWNER)?,
             lease_key,
         })
     }
@@ -319,6 +334,7 @@ mod tests {
             hash_key_range: Some(("0".into(), "170141183460469231731687303715884105727".into())),
             stream_identifier: None,
             shard_id: None,
+            checkpoint_owner: None,
         };
         let item = lease.to_item();
         assert!(matches!(item["leaseCounter"], AttributeValue::N(ref n) if n == "42"));

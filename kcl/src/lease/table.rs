@@ -114,15 +114,25 @@ impl LeaseTable {
             Err(e) => return Err(LeaseError::dynamo("CreateTable", e)),
         };
         for _ in 0..600 {
-            let out = self
+            let described = self
                 .client
                 .describe_table()
                 .table_name(&self.name)
                 .send()
-                .await
-                .map_err(|e| LeaseError::dynamo("DescribeTable", e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(created);
+                .await;
+            match described {
+                Ok(out) => {
+                    if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                        return Ok(created);
+                    }
+                }
+                // Right after CreateTable, DescribeTable may not know the
+                // table for a few seconds (eventual consistency): not yet.
+                Err(e)
+                    if created
+                        && e.as_service_error()
+                            .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+                Err(e) => return Err(LeaseError::dynamo("DescribeTable", e)),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -226,20 +236,45 @@ impl LeaseTable {
     /// Renews a lease `owner` holds: bumps the counter if it is still the one
     /// in `lease` and the owner is unchanged. On success `lease` is updated.
     pub async fn renew(&self, lease: &mut Lease, owner: &str) -> Result<bool, LeaseError> {
-        let result = self
+        self.renew_reporting(lease, owner, None).await
+    }
+
+    /// [`renew`](Self::renew), also writing the shard's recent throughput
+    /// (`throughputKBps`, KB/s), as a Java KCL 3.x worker does on each
+    /// renewal for its leader's balancing. As the Java KCL 3.x, the renewal
+    /// is refused while the lease carries a graceful-handoff mark
+    /// (`checkpointOwner`): a leader has assigned it to another worker.
+    pub async fn renew_reporting(
+        &self,
+        lease: &mut Lease,
+        owner: &str,
+        throughput_kbps: Option<f64>,
+    ) -> Result<bool, LeaseError> {
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, s(&lease.lease_key))
-            .update_expression("SET #counter = #counter + :one")
-            .condition_expression("#counter = :expected AND #owner = :owner")
+            .condition_expression(
+                "#counter = :expected AND #owner = :owner AND attribute_not_exists(#cpowner)",
+            )
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#cpowner", CHECKPOINT_OWNER)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(lease.lease_counter))
-            .expression_attribute_values(":owner", s(owner))
-            .send()
-            .await;
+            .expression_attribute_values(":owner", s(owner));
+        request = match throughput_kbps {
+            Some(kbps) => request
+                .update_expression("SET #counter = #counter + :one, #throughput = :throughput")
+                .expression_attribute_names("#throughput", THROUGHPUT_KBPS)
+                .expression_attribute_values(
+                    ":throughput",
+                    AttributeValue::N(format!("{:.3}", kbps.max(0.0))),
+                ),
+            None => request.update_expression("SET #counter = #counter + :one"),
+        };
+        let result = request.send().await;
         self.applied("UpdateItem (renew)", result.map(|_| ()), || {
             lease.lease_counter += 1;
         })
@@ -256,11 +291,14 @@ impl LeaseTable {
             .lease_owner
             .as_deref()
             .is_some_and(|old| old != new_owner);
+        // A take is a fresh assignment: a graceful-handoff mark left by a
+        // Java KCL 3.x fleet goes (its `getDynamoTakeLeaseUpdate` removes it
+        // too), or Java workers would keep waiting for a handoff.
         let update = if switch {
             "SET #counter = #counter + :one, #owner = :owner, \
-             #switches = if_not_exists(#switches, :zero) + :one"
+             #switches = if_not_exists(#switches, :zero) + :one REMOVE #cpowner"
         } else {
-            "SET #counter = #counter + :one, #owner = :owner"
+            "SET #counter = #counter + :one, #owner = :owner REMOVE #cpowner"
         };
         let mut request = self
             .client
@@ -271,6 +309,7 @@ impl LeaseTable {
             .condition_expression("#counter = :expected")
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#cpowner", CHECKPOINT_OWNER)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(lease.lease_counter))
             .expression_attribute_values(":owner", s(new_owner));
@@ -283,6 +322,7 @@ impl LeaseTable {
         self.applied("UpdateItem (take)", result.map(|_| ()), || {
             lease.lease_counter += 1;
             lease.lease_owner = Some(new_owner.to_owned());
+            lease.checkpoint_owner = None;
             if switch {
                 lease.owner_switches_since_checkpoint += 1;
             }

@@ -125,8 +125,12 @@ impl LeaseTaker {
                 let mut theirs: Vec<&Lease> = active
                     .iter()
                     .copied()
+                    // A lease in a Java KCL 3.x graceful handoff is on its
+                    // way to another worker already.
                     .filter(|lease| {
-                        lease.lease_owner.as_deref() == Some(*owner) && !excluded(&lease.lease_key)
+                        lease.lease_owner.as_deref() == Some(*owner)
+                            && lease.checkpoint_owner.is_none()
+                            && !excluded(&lease.lease_key)
                     })
                     .collect();
                 theirs.shuffle(&mut rand::rng());

@@ -51,7 +51,19 @@ pub enum NotAggregated {
     /// The aggregate holds no records.
     #[error("aggregate holds no records")]
     Empty,
+    /// Its records would take more than [`MAX_KEY_BYTES`] of partition and
+    /// explicit hash keys (each record owns a copy of its keys): a crafted
+    /// aggregate of a long key and many empty records could otherwise ask
+    /// for gigabytes. No producer writes such an aggregate.
+    #[error("the records' keys would take more than {MAX_KEY_BYTES} bytes")]
+    KeysTooLarge,
 }
+
+/// The most bytes of keys one aggregate's records may own together: 64 MiB,
+/// 64 times the 1 MiB record limit, far above any aggregate a producer
+/// writes (an aggregate of 256-character keys and empty payloads comes
+/// nearest).
+pub const MAX_KEY_BYTES: usize = 64 << 20;
 
 impl NotAggregated {
     /// True when the record looked like an aggregate (it had the magic) but
@@ -92,6 +104,14 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
     // few times, large ones leave some unused).
     let mut out: Vec<DeaggregatedRecord> = Vec::with_capacity(body.len() / 96 + 1);
     let mut unresolved: Vec<(usize, u64, Option<u64>)> = Vec::new();
+    let mut key_bytes = 0usize;
+    let mut charge = |len: usize| -> Result<(), NotAggregated> {
+        key_bytes += len;
+        if key_bytes > MAX_KEY_BYTES {
+            return Err(NotAggregated::KeysTooLarge);
+        }
+        Ok(())
+    };
     for field in wire::fields(&body) {
         match field.map_err(|_| NotAggregated::InvalidProtobuf)? {
             wire::Field::PartitionKey(key) => partition_keys.push(key),
@@ -102,6 +122,13 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
                 let explicit_hash_key = record
                     .explicit_hash_key_index
                     .map(|i| lookup(&hash_keys, i));
+                charge(partition_key.as_ref().map_or(0, String::len))?;
+                charge(
+                    explicit_hash_key
+                        .as_ref()
+                        .and_then(Option::as_ref)
+                        .map_or(0, String::len),
+                )?;
                 let resolved = partition_key.is_some()
                     && explicit_hash_key.as_ref().is_none_or(Option::is_some);
                 if !resolved {
@@ -128,9 +155,11 @@ pub fn decode_aggregate(data: &Bytes) -> Result<Vec<DeaggregatedRecord>, NotAggr
         let record = &mut out[index];
         record.partition_key = lookup(&partition_keys, partition_key_index)
             .ok_or(NotAggregated::PartitionKeyIndexOutOfRange)?;
+        charge(record.partition_key.len())?;
         if let Some(i) = explicit_hash_key_index {
-            record.explicit_hash_key =
-                Some(lookup(&hash_keys, i).ok_or(NotAggregated::ExplicitHashKeyIndexOutOfRange)?);
+            let key = lookup(&hash_keys, i).ok_or(NotAggregated::ExplicitHashKeyIndexOutOfRange)?;
+            charge(key.len())?;
+            record.explicit_hash_key = Some(key);
         }
     }
     Ok(out)

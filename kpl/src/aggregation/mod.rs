@@ -16,7 +16,7 @@ mod encode;
 pub mod proto;
 mod wire;
 
-pub use decode::{DeaggregatedRecord, NotAggregated, deaggregate, decode_aggregate};
+pub use decode::{DeaggregatedRecord, MAX_KEY_BYTES, NotAggregated, deaggregate, decode_aggregate};
 pub use encode::{AGGREGATE_OVERHEAD, AggregateBuilder, KinesisRecord};
 
 /// The four bytes every aggregated record starts with.

@@ -398,3 +398,27 @@ fn a_record_before_its_key_table_entry_is_resolved() {
         .collect();
     assert_eq!(keys, [("b", &b"x"[..]), ("a", &b"y"[..])]);
 }
+
+#[test]
+fn an_aggregate_whose_keys_would_take_too_much_memory_is_not_deaggregated() {
+    // One 512 KiB key and 300,000 empty records pointing at it: 147 GiB of
+    // key copies. Delivered as one plain record instead.
+    let mut body = Vec::new();
+    let key = "k".repeat(512 << 10);
+    body.push(0x0A);
+    let mut len = key.len();
+    while len >= 0x80 {
+        body.push((len as u8 & 0x7F) | 0x80);
+        len >>= 7;
+    }
+    body.push(len as u8);
+    body.extend_from_slice(key.as_bytes());
+    for _ in 0..300_000 {
+        body.extend_from_slice(&[0x1A, 0x00]);
+    }
+    let framed = frame(&body);
+    assert_eq!(decode_aggregate(&framed), Err(NotAggregated::KeysTooLarge));
+    let users = deaggregate("pk", None, framed.clone());
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].data, framed);
+}
