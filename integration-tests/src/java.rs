@@ -30,6 +30,8 @@ pub struct JavaInterop {
     kcl_classpath: String,
     /// For the Java MultiLangDaemon (the KCL's multilang module, logback).
     multilang_classpath: String,
+    /// For `Kcl3Consumer` (the Java KCL 3.5.1 and its dependencies).
+    kcl3_classpath: String,
     logs: PathBuf,
 }
 
@@ -44,7 +46,7 @@ pub enum Unavailable {
 
 impl JavaInterop {
     /// Finds `java` and `mvn` on the `PATH` and the build output under
-    /// `interop/java/{kpl,kcl,multilang}/target/` of the repository.
+    /// `interop/java/{kpl,kcl,multilang,kcl3}/target/` of the repository.
     pub fn find() -> Result<Self, Unavailable> {
         let java = which("java").ok_or_else(|| {
             Unavailable::ToolMissing("`java` is not on the PATH (Java 17 or newer)".into())
@@ -71,6 +73,7 @@ impl JavaInterop {
         let kpl_classpath = classpath("kpl")?;
         let kcl_classpath = classpath("kcl")?;
         let multilang_classpath = classpath("multilang")?;
+        let kcl3_classpath = classpath("kcl3")?;
         let logs = root.join("target/logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Unavailable::NotBuilt(format!("cannot create {}: {e}", logs.display())))?;
@@ -79,6 +82,7 @@ impl JavaInterop {
             kpl_classpath,
             kcl_classpath,
             multilang_classpath,
+            kcl3_classpath,
             logs,
         })
     }
@@ -119,6 +123,8 @@ impl JavaInterop {
                 &self.kpl_classpath
             } else if class.starts_with("software.amazon.kinesis.multilang.") {
                 &self.multilang_classpath
+            } else if class == "rs.kinesis.interop.Kcl3Consumer" {
+                &self.kcl3_classpath
             } else {
                 &self.kcl_classpath
             })

@@ -718,6 +718,31 @@ fn start_java_kcl(
     failover: Duration,
     extra: &[&str],
 ) -> JavaProcess {
+    start_java_consumer(
+        java,
+        "KclConsumer",
+        endpoints,
+        stream,
+        app,
+        worker,
+        failover,
+        extra,
+    )
+}
+
+/// [`start_java_kcl`] for another consumer program of the harness with the
+/// same options (`Kcl3Consumer`: the Java KCL 3.5.1).
+#[allow(clippy::too_many_arguments)]
+fn start_java_consumer(
+    java: &JavaInterop,
+    main: &str,
+    endpoints: &integration_tests::Endpoints,
+    stream: &str,
+    app: &str,
+    worker: &str,
+    failover: Duration,
+    extra: &[&str],
+) -> JavaProcess {
     let mut args: Vec<String> = [
         "--stream",
         stream,
@@ -738,8 +763,7 @@ fn start_java_kcl(
     args.push("--failover-ms".to_owned());
     args.push(failover.as_millis().to_string());
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    java.spawn("KclConsumer", worker, &args)
-        .expect("start the Java KCL")
+    java.spawn(main, worker, &args).expect("start the Java KCL")
 }
 
 /// Stops a Java KCL worker gracefully and waits for it to exit.
@@ -1127,6 +1151,130 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
         .collect();
     check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
     resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// A Java KCL 3.5.1 application (single-table format: its leader lock,
+/// worker metrics and migration state live in the lease table, tagged by
+/// `entityType`) consumes part of a 4-shard stream, checkpoints and stops;
+/// `kcl` takes the table over: nothing lost, nothing at or before a
+/// checkpoint repeated, and every item that is not a lease still there,
+/// unchanged (issue 14, must-show 1 for 3.5.x).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone() {
+    const COUNT: usize = 4_000;
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone")
+    else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let stream = four_shards_with_our_records(&aws, "kcl3-then-ours", COUNT).await;
+    let app = unique_name("kcl3-first");
+    let mut worker = start_java_consumer(
+        &java,
+        "Kcl3Consumer",
+        aws.endpoints(),
+        &stream,
+        &app,
+        "java3-1",
+        Duration::from_secs(3),
+        &["--limit", "333"],
+    );
+    worker
+        .wait_until(
+            "the Java KCL 3.5.1 to reach its limit on every shard",
+            Duration::from_secs(120),
+            |lines| lines.iter().filter(|l| l["event"] == "limit").count() == 4,
+        )
+        .await
+        .expect("limits");
+    stop_java_kcl(&mut worker).await;
+    let lines = worker.lines();
+    let mut checkpoints = HashMap::new();
+    for line in lines.iter().filter(|l| l["event"] == "checkpoint") {
+        assert!(
+            line.get("error").is_none(),
+            "Java checkpoint failed: {line}"
+        );
+        checkpoints.insert(
+            str_of(line, "shard"),
+            (
+                str_of(line, "seq"),
+                line["subseq"].as_u64().expect("subseq"),
+            ),
+        );
+    }
+    assert_eq!(checkpoints.len(), 4);
+    let dynamodb = aws.dynamodb_client();
+    let others_before = non_lease_items(&dynamodb, &app).await;
+    assert!(
+        others_before.iter().any(|i| i
+            .get("entityType")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            == Some("WORKER_METRIC_STATS")),
+        "the 3.5.1 worker wrote its metrics row in the lease table: {others_before:?}"
+    );
+
+    let seen: Seen = Arc::default();
+    let (consumer, task) = start_collector(
+        aws.sdk_config(),
+        consumer_config(&app, &stream, "ours-1"),
+        &seen,
+    );
+    let expected_after = COUNT - 4 * 333;
+    wait_until("kcl to read the rest", Duration::from_secs(60), || {
+        seen.lock()
+            .map(|s| s.len() >= expected_after)
+            .unwrap_or(false)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    consumer.graceful().await;
+    task.await.expect("consumer");
+    let after: Vec<_> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| {
+            (
+                r.shard.clone(),
+                r.sequence_number.clone(),
+                r.sub_sequence_number,
+                index_of(&r.data),
+            )
+        })
+        .collect();
+    check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
+    assert_eq!(
+        non_lease_items(&dynamodb, &app).await,
+        others_before,
+        "non-lease items unchanged"
+    );
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// The items of a lease table that are not leases (Java KCL 3.5's
+/// `entityType` other than `LEASE`), sorted by key.
+async fn non_lease_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items: Vec<_> = client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Scan")
+        .items()
+        .iter()
+        .filter(|item| !kcl::lease::Lease::is_lease_item(item))
+        .cloned()
+        .collect();
+    items.sort_by_key(|item| format!("{:?}", item.get("leaseKey")));
+    items
 }
 
 /// Must-show 4: `kcl` consumes part of a 4-shard stream, checkpoints (inside
