@@ -32,6 +32,8 @@ pub struct JavaInterop {
     multilang_classpath: String,
     /// For `Kcl3Consumer` (the Java KCL 3.5.1 and its dependencies).
     kcl3_classpath: String,
+    /// For `Kcl3Consumer` on the Java KCL 3.1.3 (`Kcl31Consumer`).
+    kcl31_classpath: String,
     logs: PathBuf,
 }
 
@@ -46,7 +48,7 @@ pub enum Unavailable {
 
 impl JavaInterop {
     /// Finds `java` and `mvn` on the `PATH` and the build output under
-    /// `interop/java/{kpl,kcl,multilang,kcl3}/target/` of the repository.
+    /// `interop/java/{kpl,kcl,multilang,kcl3,kcl31}/target/` of the repository.
     pub fn find() -> Result<Self, Unavailable> {
         let java = which("java").ok_or_else(|| {
             Unavailable::ToolMissing("`java` is not on the PATH (Java 17 or newer)".into())
@@ -74,6 +76,7 @@ impl JavaInterop {
         let kcl_classpath = classpath("kcl")?;
         let multilang_classpath = classpath("multilang")?;
         let kcl3_classpath = classpath("kcl3")?;
+        let kcl31_classpath = classpath("kcl31")?;
         let logs = root.join("target/logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Unavailable::NotBuilt(format!("cannot create {}: {e}", logs.display())))?;
@@ -83,14 +86,25 @@ impl JavaInterop {
             kcl_classpath,
             multilang_classpath,
             kcl3_classpath,
+            kcl31_classpath,
             logs,
         })
     }
 
     /// Starts `rs.kinesis.interop.<main>` with `args` (on the KPL's
-    /// classpath for `KplProducer`, on the KCL's otherwise); its stderr goes
-    /// to `interop/java/target/logs/<name>.log`.
+    /// classpath for `KplProducer`, the KCL 3.5.1's for `Kcl3Consumer`, the
+    /// KCL 3.1.3's for `Kcl31Consumer` — the same program —, the KCL 2.x's
+    /// otherwise); its stderr goes to `interop/java/target/logs/<name>.log`.
     pub fn spawn(&self, main: &str, name: &str, args: &[String]) -> Result<JavaProcess, Error> {
+        if main == "Kcl31Consumer" {
+            return self.spawn_on(
+                &self.kcl31_classpath,
+                "rs.kinesis.interop.Kcl3Consumer",
+                name,
+                args,
+                &[],
+            );
+        }
         self.spawn_class(&format!("rs.kinesis.interop.{main}"), name, args, &[])
     }
 
@@ -101,6 +115,26 @@ impl JavaInterop {
     /// with `env` added to its environment.
     pub fn spawn_class(
         &self,
+        class: &str,
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<JavaProcess, Error> {
+        let classpath = if class == "rs.kinesis.interop.KplProducer" {
+            &self.kpl_classpath
+        } else if class.starts_with("software.amazon.kinesis.multilang.") {
+            &self.multilang_classpath
+        } else if class == "rs.kinesis.interop.Kcl3Consumer" {
+            &self.kcl3_classpath
+        } else {
+            &self.kcl_classpath
+        };
+        self.spawn_on(classpath, class, name, args, env)
+    }
+
+    fn spawn_on(
+        &self,
+        classpath: &str,
         class: &str,
         name: &str,
         args: &[String],
@@ -119,15 +153,7 @@ impl JavaInterop {
             .arg("-Daws.cborEnabled=false")
             .arg("-Daws.java.v1.disableDeprecationAnnouncement=true")
             .arg("-cp")
-            .arg(if class == "rs.kinesis.interop.KplProducer" {
-                &self.kpl_classpath
-            } else if class.starts_with("software.amazon.kinesis.multilang.") {
-                &self.multilang_classpath
-            } else if class == "rs.kinesis.interop.Kcl3Consumer" {
-                &self.kcl3_classpath
-            } else {
-                &self.kcl_classpath
-            })
+            .arg(classpath)
             .arg(class)
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

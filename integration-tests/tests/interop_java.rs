@@ -1160,11 +1160,22 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
 /// checkpoint repeated, and every item that is not a lease still there,
 /// unchanged (issue 14, must-show 1 for 3.5.x).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone() {
+async fn kcl_takes_over_a_kcl35_table_leaving_its_other_items_alone() {
+    takes_over_a_kcl3_application("Kcl3Consumer").await;
+}
+
+/// The same after a Java KCL 3.1.3 application, whose leader lock,
+/// migration state and worker metrics live in tables of their own
+/// (`<app>-CoordinatorState`, `<app>-WorkerMetricStats`), left unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcl_takes_over_a_kcl31_application_leaving_its_other_tables_alone() {
+    takes_over_a_kcl3_application("Kcl31Consumer").await;
+}
+
+async fn takes_over_a_kcl3_application(java_main: &str) {
     const COUNT: usize = 4_000;
     let _serial = SERIAL.lock().await;
-    let Some(java) = java_or_skip("kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone")
-    else {
+    let Some(java) = java_or_skip(java_main) else {
         return;
     };
     let aws = LocalAws::start().await.expect("local AWS");
@@ -1173,7 +1184,7 @@ async fn kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone() {
     let app = unique_name("kcl3-first");
     let mut worker = start_java_consumer(
         &java,
-        "Kcl3Consumer",
+        java_main,
         aws.endpoints(),
         &stream,
         &app,
@@ -1207,14 +1218,16 @@ async fn kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone() {
     }
     assert_eq!(checkpoints.len(), 4);
     let dynamodb = aws.dynamodb_client();
-    let others_before = non_lease_items(&dynamodb, &app).await;
+    let others_before = kcl3_items(&dynamodb, &app).await;
     assert!(
-        others_before.iter().any(|i| i
-            .get("entityType")
-            .and_then(|v| v.as_s().ok())
-            .map(String::as_str)
-            == Some("WORKER_METRIC_STATS")),
-        "the 3.5.1 worker wrote its metrics row in the lease table: {others_before:?}"
+        others_before.iter().any(|(_, i)| i.contains_key("lut")),
+        "the Java worker wrote its metrics row: {others_before:?}"
+    );
+    let tables: std::collections::BTreeSet<&str> =
+        others_before.iter().map(|(t, _)| t.as_str()).collect();
+    eprintln!(
+        "{java_main}: {} KCL 3.x items in {tables:?}",
+        others_before.len()
     );
 
     let seen: Seen = Arc::default();
@@ -1248,32 +1261,54 @@ async fn kcl_takes_over_a_kcl3_table_leaving_its_other_items_alone() {
         .collect();
     check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
     assert_eq!(
-        non_lease_items(&dynamodb, &app).await,
+        kcl3_items(&dynamodb, &app).await,
         others_before,
-        "non-lease items unchanged"
+        "the KCL 3.x items unchanged"
     );
     resources::delete_stream(&kinesis, &stream).await.ok();
 }
 
-/// The items of a lease table that are not leases (Java KCL 3.5's
-/// `entityType` other than `LEASE`), sorted by key.
-async fn non_lease_items(
+/// The Java KCL 3.x's own items, by table: the lease table's items that
+/// are not leases (3.5's `entityType` other than `LEASE`), and every item of
+/// `<app>-CoordinatorState` and `<app>-WorkerMetricStats` when they exist
+/// (3.0–3.4), sorted.
+async fn kcl3_items(
     client: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    let mut items: Vec<_> = client
-        .scan()
-        .table_name(table)
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("Scan")
-        .items()
-        .iter()
-        .filter(|item| !kcl::lease::Lease::is_lease_item(item))
-        .cloned()
-        .collect();
-    items.sort_by_key(|item| format!("{:?}", item.get("leaseKey")));
+    app: &str,
+) -> Vec<(
+    String,
+    HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+)> {
+    let mut items = Vec::new();
+    for table in [
+        app.to_owned(),
+        format!("{app}-CoordinatorState"),
+        format!("{app}-WorkerMetricStats"),
+    ] {
+        let Ok(scan) = client
+            .scan()
+            .table_name(&table)
+            .consistent_read(true)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        items.extend(
+            scan.items()
+                .iter()
+                .filter(|item| table != app || !kcl::lease::Lease::is_lease_item(item))
+                .map(|item| (table.clone(), item.clone())),
+        );
+    }
+    items.sort_by_key(|(table, item)| {
+        format!(
+            "{table} {:?} {:?} {:?}",
+            item.get("leaseKey"),
+            item.get("key"),
+            item.get("wid")
+        )
+    });
     items
 }
 

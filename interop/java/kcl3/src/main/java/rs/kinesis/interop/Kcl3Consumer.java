@@ -134,9 +134,10 @@ public final class Kcl3Consumer {
                         .gracefulLeaseHandoffTimeoutMillis(handoffTimeout)
                         .isGracefulLeaseHandoffEnabled(handoff)
                         .build());
-        // Configurable since KCL 3.2.0.
-        leases.dynamoDbLockBasedLeaderLeaseDurationInMillis(leaderLease)
-                .dynamoDbLockBasedLeaderHeartbeatPeriodInMillis(leaderHeartbeat);
+        // Configurable since KCL 3.2.0 (by reflection, so that this source also
+        // builds against 3.1.x: the kcl31 module).
+        setIfPresent(leases, "dynamoDbLockBasedLeaderLeaseDurationInMillis", long.class, leaderLease);
+        setIfPresent(leases, "dynamoDbLockBasedLeaderHeartbeatPeriodInMillis", long.class, leaderHeartbeat);
         leases.workerUtilizationAwareAssignmentConfig().workerMetricsReporterFreqInMillis(metricsPeriod);
 
         CoordinatorConfig coordinator = configs.coordinatorConfig()
@@ -145,7 +146,7 @@ public final class Kcl3Consumer {
                 .shardConsumerDispatchPollIntervalMillis(100)
                 .schedulerInitializationBackoffTimeMillis(500);
         // KCL 3.5+.
-        coordinator.migrateAllEntitiesToLeaseTable(migrateAll);
+        setIfPresent(coordinator, "migrateAllEntitiesToLeaseTable", boolean.class, migrateAll);
 
         Scheduler scheduler = new FastStartScheduler(
                 configs.checkpointConfig(),
@@ -280,4 +281,16 @@ public final class Kcl3Consumer {
             }
         }
     }
+
+    /** Calls a fluent setter the KCL version on the classpath may lack; says so when it does. */
+    static void setIfPresent(Object target, String name, Class<?> type, Object value) {
+        try {
+            target.getClass().getMethod(name, type).invoke(target, value);
+        } catch (NoSuchMethodException e) {
+            Json.event("unsupported").str("setting", name).emitNow();
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException(name, e);
+        }
+    }
+
 }
