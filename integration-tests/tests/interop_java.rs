@@ -973,6 +973,8 @@ async fn lease_owners(
         .items
         .unwrap_or_default()
         .iter()
+        // A KCL 3.5 table also holds its leader, metrics and migration items.
+        .filter(|item| kcl::lease::Lease::is_lease_item(item))
         .filter_map(|item| {
             let key = item.get("leaseKey")?.as_s().ok()?.clone();
             let owner = item.get("leaseOwner").and_then(|v| v.as_s().ok()).cloned();
@@ -1696,6 +1698,184 @@ async fn a_mixed_fleet_balances_and_fails_over() {
          all in {java_taken:?} (bound {ours_bound:?}); ours killed → Java took all in \
          {ours_taken:?} (bound {java_bound:?}); lease moves {moves:?}; {repeated} records \
          delivered twice (around lease moves)"
+    );
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// A Java KCL 3.5.1 worker (the fleet's leader, lease assignment every 3 s)
+/// and a `kcl` worker share 6 shards (issue 14, must-show 2 in part): ours
+/// publishes its worker-metrics row and follows the leader (takes nothing on
+/// its own), the leader assigns it leases through graceful handoffs from
+/// the Java worker, every record is processed, and a shard's deliveries
+/// switch workers only around its lease moves; a graceful stop of ours
+/// hands its leases back and the leader reassigns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kcl3_leader_assigns_leases_to_our_worker() {
+    const FAILOVER: Duration = Duration::from_secs(3);
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("a_kcl3_leader_assigns_leases_to_our_worker") else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let dynamodb = aws.dynamodb_client();
+    let stream = unique_name("kcl3-fleet");
+    resources::create_stream(&kinesis, &stream, 6)
+        .await
+        .expect("stream");
+    let app = unique_name("kcl3-fleet-app");
+    let producer = common::producer(&aws, &stream);
+    let (stop_producing, mut stop) = tokio::sync::watch::channel(false);
+    let writer = {
+        let producer = producer.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut i = 0usize;
+            while !*stop.borrow() {
+                for _ in 0..30 {
+                    let data = format!("kpl-{i:06}|").into_bytes();
+                    let record =
+                        kpl::UserRecord::new(stream.as_str(), format!("pk-{}", i % 211), data);
+                    pending.push(producer.add_user_record(record).await.expect("accepted"));
+                    i += 1;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            for result in pending {
+                result.await.expect("stored");
+            }
+            i
+        })
+    };
+    let endpoints = aws.endpoints().clone();
+    let owners = Mutex::new(OwnerLog::default());
+    let mut java_1 = start_java_consumer(
+        &java,
+        "Kcl3Consumer",
+        &endpoints,
+        &stream,
+        &app,
+        "java3-1",
+        FAILOVER,
+        &[
+            "--assign-ms",
+            "3000",
+            "--metrics-ms",
+            "2000",
+            "--handoff-ms",
+            "10000",
+        ],
+    );
+    wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "java3-1 to hold 6 leases",
+        Duration::from_secs(90),
+        |log| log.count("java3-1") == 6,
+    )
+    .await;
+    let seen: Seen = Arc::default();
+    let mut config = consumer_config(&app, &stream, "ours-1");
+    config.failover_time = FAILOVER;
+    config.fleet_interval = Duration::from_secs(1);
+    let (ours_handle, ours_task) = start_collector(aws.sdk_config(), config, &seen);
+    let assigned = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "the Java leader to assign leases to ours-1",
+        Duration::from_secs(90),
+        |log| log.count("ours-1") >= 2,
+    )
+    .await;
+    wait_until("ours to process records", Duration::from_secs(30), || {
+        seen.lock().map(|s| !s.is_empty()).unwrap_or(false)
+    })
+    .await;
+    // Our worker never took a lease on its own: every lease it holds was
+    // handed over by the Java worker (its shutdownRequested ran first).
+    let handed_over = java_1
+        .lines()
+        .iter()
+        .filter(|l| l["event"] == "shutdownRequested")
+        .count();
+    assert!(
+        handed_over >= 2,
+        "{handed_over} graceful handoffs from the Java worker"
+    );
+
+    // Our graceful stop: the leader gives the shards back to the Java worker.
+    ours_handle.graceful().await;
+    ours_task.await.expect("ours");
+    let reassigned = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "the leader to reassign our leases",
+        Duration::from_secs(60),
+        |log| log.count("java3-1") == 6,
+    )
+    .await;
+
+    let _ = stop_producing.send(true);
+    let produced = writer.await.expect("writer");
+    producer.shutdown().await.expect("producer shutdown");
+    let ours: Vec<SeenRecord> = seen.lock().expect("lock").clone();
+    let delivered_by_ours: HashSet<usize> = ours.iter().map(|r| index_of(&r.data)).collect();
+    java_1
+        .wait_until("every record processed", Duration::from_secs(60), |lines| {
+            let mut all = delivered_by_ours.clone();
+            all.extend(
+                lines
+                    .iter()
+                    .filter(|l| l["event"] == "record")
+                    .map(|l| index_of(&data_of(l))),
+            );
+            (0..produced).all(|i| all.contains(&i))
+        })
+        .await
+        .expect("processed");
+    stop_java_kcl(&mut java_1).await;
+
+    // One worker at a time per shard, apart from the moves' windows.
+    let mut deliveries: BTreeMap<String, Vec<(u64, String, usize)>> = BTreeMap::new();
+    for r in &ours {
+        deliveries.entry(r.shard.clone()).or_default().push((
+            r.at_millis,
+            r.worker.clone(),
+            index_of(&r.data),
+        ));
+    }
+    for l in java_1.lines().iter().filter(|l| l["event"] == "record") {
+        deliveries.entry(str_of(l, "shard")).or_default().push((
+            l["t"].as_u64().expect("t"),
+            str_of(l, "worker"),
+            index_of(&data_of(l)),
+        ));
+    }
+    let moves = owners.lock().expect("lock").moves.clone();
+    let mut repeated = 0;
+    for (shard, list) in &mut deliveries {
+        list.sort();
+        let switches = list.windows(2).filter(|w| w[0].1 != w[1].1).count() as u32;
+        let moved = moves.get(shard).copied().unwrap_or(0);
+        assert!(
+            switches <= 2 * moved + 1,
+            "{shard}: deliveries switched workers {switches} times for {moved} lease moves"
+        );
+        let mut once = HashSet::new();
+        repeated += list.iter().filter(|(.., i)| !once.insert(*i)).count();
+    }
+    eprintln!(
+        "KCL 3.x fleet: {produced} records; leases assigned to ours after {assigned:?} \
+         ({handed_over} graceful handoffs from the Java worker); after our graceful stop the \
+         leader had them all back in {reassigned:?}; lease moves {moves:?}; {repeated} repeated \
+         deliveries (around moves)"
     );
     resources::delete_stream(&kinesis, &stream).await.ok();
 }

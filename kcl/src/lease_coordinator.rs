@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::lease::{HeldLease, LeaseError, LeaseScan, LeaseTable, LeaseTaker, Renewal};
+use crate::lease::{HeldLease, Lease, LeaseError, LeaseScan, LeaseTable, LeaseTaker, Renewal};
 use crate::metrics as m;
 use crate::shard_consumer::Stop;
 
@@ -238,6 +238,62 @@ impl LeaseCoordinator {
         self.cooling.retain(|_, until| *until > now);
     }
 
+    /// Scans the table and, in a fleet whose Java KCL 3.x leader assigns the
+    /// leases (`follow_leader`), starts holding those assigned to this worker
+    /// (owner this worker, no graceful-handoff mark), taking none on its
+    /// own; otherwise takes what the taker plans. Returns the scan.
+    pub(crate) async fn take_or_follow(
+        &mut self,
+        follow_leader: bool,
+    ) -> Result<LeaseScan, LeaseError> {
+        if !follow_leader {
+            return self.take().await;
+        }
+        let scan = self.table.scan().await?;
+        let assigned: Vec<Lease> = scan
+            .leases
+            .iter()
+            .filter(|lease| {
+                lease.lease_owner.as_deref() == Some(self.worker_id.as_str())
+                    && lease.checkpoint_owner.is_none()
+                    && lease.checkpoint != ExtendedSequenceNumber::SHARD_END
+                    && !self.held.contains_key(&lease.lease_key)
+                    && !self.stopping.contains_key(&lease.lease_key)
+            })
+            .cloned()
+            .collect();
+        for lease in assigned {
+            tracing::info!(lease = %lease.lease_key, worker = %self.worker_id, "lease assigned by the fleet's leader");
+            metrics::counter!(m::LEASES_TAKEN).increment(1);
+            self.hold(lease, Instant::now());
+        }
+        metrics::gauge!(m::LEASES_HELD).set(self.held.len() as f64);
+        Ok(scan)
+    }
+
+    /// Starts holding (renewing) a lease this worker owns since `since`.
+    fn hold(&mut self, lease: Lease, since: Instant) {
+        let key = lease.lease_key.clone();
+        let held = Arc::new(HeldLease::new(
+            self.table.clone(),
+            &self.worker_id,
+            lease,
+            since,
+            self.timings.fence_after,
+        ));
+        if let Ok(mut renewing) = self.renewing.lock() {
+            renewing.insert(key.clone(), held.clone());
+        }
+        self.held.insert(
+            key,
+            Held {
+                lease: held,
+                stop: watch::channel(Stop::Run).0,
+                task: None,
+            },
+        );
+    }
+
     /// Scans the table and takes what the taker plans; returns the scan.
     pub(crate) async fn take(&mut self) -> Result<LeaseScan, LeaseError> {
         let scan = self.table.scan().await?;
@@ -257,25 +313,7 @@ impl LeaseCoordinator {
                 Ok(true) => {
                     tracing::info!(lease = %key, worker = %self.worker_id, "lease taken");
                     metrics::counter!(m::LEASES_TAKEN).increment(1);
-                    let held = HeldLease::new(
-                        self.table.clone(),
-                        &self.worker_id,
-                        lease,
-                        sent_at,
-                        self.timings.fence_after,
-                    );
-                    let held = Arc::new(held);
-                    if let Ok(mut renewing) = self.renewing.lock() {
-                        renewing.insert(key.clone(), held.clone());
-                    }
-                    self.held.insert(
-                        key,
-                        Held {
-                            lease: held,
-                            stop: watch::channel(Stop::Run).0,
-                            task: None,
-                        },
-                    );
+                    self.hold(lease, sent_at);
                 }
                 Ok(false) => {}
                 Err(error) => tracing::warn!(lease = %key, %error, "taking a lease failed"),

@@ -21,6 +21,7 @@
 pub use kpl::aggregation::{DeaggregatedRecord, NotAggregated, deaggregate};
 
 pub mod checkpoint;
+pub mod fleet;
 pub mod lease;
 mod lease_coordinator;
 pub mod metrics;

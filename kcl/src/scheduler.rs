@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::ExtendedSequenceNumber;
+use crate::fleet::{Fleet, LeaderWatch};
 use crate::lease::{Lease, LeaseError, LeaseScan, LeaseTable};
 use crate::lease_coordinator::{LeaseCoordinator, Timings};
 use crate::processor::RecordProcessor;
@@ -17,6 +18,56 @@ use crate::retrieval::{StartingPosition, register_consumer};
 use crate::shard_consumer::{self, ShardContext, Stop};
 use crate::shard_sync::{self, ShardSyncer};
 use crate::timeouts::ApiTimeouts;
+
+/// The fleet's KCL 3.x state as a background task sees it: whether a Java
+/// leader assigns the leases now (client version 3.x and its lock alive).
+/// Its task publishes this worker's metrics row too, and is aborted when
+/// the monitor is dropped.
+struct FleetMonitor {
+    follow: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FleetMonitor {
+    fn spawn(fleet: Fleet, every: Duration) -> Self {
+        let (tx, follow) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut watch = LeaderWatch::default();
+            let mut layout_seen = None;
+            loop {
+                match fleet.state().await {
+                    Ok(state) => {
+                        if layout_seen.as_ref() != Some(&state) {
+                            tracing::info!(layout = ?state.layout, version = ?state.version, "fleet state");
+                            layout_seen = Some(state.clone());
+                        }
+                        if let Err(error) = fleet.publish_metrics(&state.layout).await {
+                            tracing::warn!(%error, "publishing this worker's metrics row failed");
+                        }
+                        let alive = match fleet.leader(&state.layout).await {
+                            Ok(leader) => watch.observe(leader, Instant::now()),
+                            Err(_) => false,
+                        };
+                        let _ = tx.send(state.version.leader_assigns() && alive);
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the fleet's state failed"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Self { follow, task }
+    }
+
+    fn follow_leader(&self) -> bool {
+        *self.follow.borrow()
+    }
+}
+
+impl Drop for FleetMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Consecutive lease-table passes (one every third of the failover time)
 /// failing with an error no retry fixes (the table deleted, access denied)
@@ -85,6 +136,12 @@ pub struct ConsumerConfig {
     /// before [`Scheduler::run`] stops with it: long enough to ride out an
     /// IAM change that is still propagating. Default: 60 s.
     pub lease_table_error_grace: Duration,
+    /// How often this worker refreshes its `WorkerMetricStats` row and looks
+    /// at the fleet's KCL 3.x state (client version, leader lock), in a
+    /// table a Java KCL 3.x fleet uses; nothing is written to a KCL 2.x
+    /// table. Default: 30 s ([`crate::fleet::METRICS_INTERVAL`], the Java
+    /// KCL 3.x's own period).
+    pub fleet_interval: Duration,
     /// Timeouts of the lease table's client. Default:
     /// [`ApiTimeouts::DYNAMODB`] (connect 3 s, attempt 5 s, operation 15 s).
     pub dynamodb_timeouts: ApiTimeouts,
@@ -132,6 +189,7 @@ impl ConsumerConfig {
             release_cooldown: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             lease_table_error_grace: Duration::from_secs(60),
+            fleet_interval: crate::fleet::METRICS_INTERVAL,
             dynamodb_timeouts: ApiTimeouts::DYNAMODB,
             kinesis_timeouts: ApiTimeouts::KINESIS,
         }
@@ -319,6 +377,16 @@ where
         let mut task_keys: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut last_sync: Option<Instant> = None;
         let mut shutdown = self.shutdown_request.subscribe();
+        // The fleet's KCL 3.x state, refreshed (with this worker's metrics
+        // row) by a task of its own, ended with this function.
+        let fleet = FleetMonitor::spawn(
+            Fleet::new(
+                self.table.client().clone(),
+                self.table.name(),
+                &self.config.worker_id,
+            ),
+            self.config.fleet_interval,
+        );
         // Lease-table errors no retry fixes, on consecutive passes.
         let mut permanent: Option<(usize, Instant, LeaseError)> = None;
         let mut tick = tokio::time::interval(timings.renew_every);
@@ -347,7 +415,8 @@ where
                         Err(error) => tracing::warn!(%error, "shard sync failed"),
                     }
                 }
-                let scan = match coordinator.take().await {
+                let follow_leader = fleet.follow_leader();
+                let scan = match coordinator.take_or_follow(follow_leader).await {
                     Ok(scan) => {
                         permanent = None;
                         scan

@@ -79,6 +79,11 @@ impl LeaseTable {
         &self.name
     }
 
+    /// The DynamoDB client it uses.
+    pub(crate) fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
     /// Creates the table (hash key `leaseKey`, on-demand billing) unless it
     /// exists, and waits until it is ACTIVE. Returns whether it was created.
     pub async fn create_if_missing(&self) -> Result<bool, LeaseError> {
