@@ -7,7 +7,7 @@
 //! or `mvn` is missing; when both are there and the Java side is not built,
 //! it fails with the command to run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -455,6 +455,10 @@ type Seen = Arc<Mutex<Vec<SeenRecord>>>;
 /// The checkpoint each `kcl` processor wrote at its limit, by shard.
 type LimitCheckpoints = Arc<Mutex<HashMap<String, (String, u64)>>>;
 
+/// `(worker, shard, call)` of every `lease_lost` and `shutdown_requested`
+/// of the `kcl` processors of this test binary (tests filter by worker).
+static LIFECYCLE: Mutex<Vec<(String, String, &'static str)>> = Mutex::new(Vec::new());
+
 fn epoch_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -518,11 +522,22 @@ impl RecordProcessor for Collector {
             let _ = checkpointer.checkpoint().await;
         }
     }
-    async fn lease_lost(&mut self) {}
+    async fn lease_lost(&mut self) {
+        if let Ok(mut calls) = LIFECYCLE.lock() {
+            calls.push((self.worker.clone(), self.shard.clone(), "lease_lost"));
+        }
+    }
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) {
         let _ = checkpointer.checkpoint_shard_end().await;
     }
     async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) {
+        if let Ok(mut calls) = LIFECYCLE.lock() {
+            calls.push((
+                self.worker.clone(),
+                self.shard.clone(),
+                "shutdown_requested",
+            ));
+        }
         if self.count < self.limit {
             let _ = checkpointer.checkpoint().await;
         }
@@ -1220,6 +1235,7 @@ async fn takes_over_a_kcl3_application(java_main: &str) {
     }
     assert_eq!(checkpoints.len(), 4);
     let dynamodb = aws.dynamodb_client();
+    let leases_before = lease_shapes(&dynamodb, &app).await;
     let others_before = kcl3_items(&dynamodb, &app).await;
     assert!(
         others_before.iter().any(|(_, i)| i.contains_key("lut")),
@@ -1262,12 +1278,98 @@ async fn takes_over_a_kcl3_application(java_main: &str) {
         })
         .collect();
     check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
+    // Every KCL 3.x item is still there, unchanged; the only one added is
+    // our worker's metrics row (in the fleet's own place for it), with the
+    // attribute names and types of the Java worker's.
+    let after_items = kcl3_items(&dynamodb, &app).await;
+    for item in &others_before {
+        assert!(after_items.contains(item), "changed or gone: {item:?}");
+    }
+    let added: Vec<_> = after_items
+        .iter()
+        .filter(|i| !others_before.contains(i))
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let shape = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| -> BTreeMap<String, String> {
+        item.iter()
+            .map(|(k, v)| (k.clone(), format!("{v:?}").split('(').next().unwrap_or_default().to_owned()))
+            .collect()
+    };
+    let (table, ours) = added[0];
+    let (_, theirs) = others_before
+        .iter()
+        .find(|(t, i)| t == table && i.contains_key("lut"))
+        .expect("the Java worker's metrics row");
+    let mut our_shape = shape(ours);
+    let mut their_shape = shape(theirs);
+    // The row's key: the worker id under the table's key attribute.
+    for key in ["leaseKey", "wid"] {
+        assert_eq!(our_shape.remove(key), their_shape.remove(key), "{key}");
+    }
     assert_eq!(
-        kcl3_items(&dynamodb, &app).await,
-        others_before,
-        "the KCL 3.x items unchanged"
+        our_shape, their_shape,
+        "our metrics row against the Java worker's"
     );
+    // The leases, last written by the Java KCL, then by ours (take, renewals
+    // with throughputKBps, checkpoints, release): the same attributes with
+    // the same types; ours adds throughputKBps (the Java worker's first
+    // renewals after a take leave it out) and, having released the leases
+    // at its graceful stop, has no leaseOwner (the Java KCL 3.x keeps it).
+    let leases_after = lease_shapes(&dynamodb, &app).await;
+    assert_eq!(leases_after.len(), leases_before.len());
+    for (key, before) in &leases_before {
+        let after = &leases_after[key];
+        for (name, kind) in before.iter().filter(|(name, _)| *name != "leaseOwner") {
+            assert_eq!(after.get(name), Some(kind), "{key}: {name}");
+        }
+        for (name, kind) in after.iter().filter(|(name, _)| !before.contains_key(*name)) {
+            assert_eq!(
+                (name.as_str(), kind.as_str()),
+                ("throughputKBps", "N"),
+                "{key}"
+            );
+        }
+    }
     resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Each lease item's attribute names with their DynamoDB types, by key.
+async fn lease_shapes(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let scan = client
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Scan");
+    scan.items()
+        .iter()
+        .filter(|item| kcl::lease::Lease::is_lease_item(item))
+        .map(|item| {
+            let key = item
+                .get("leaseKey")
+                .and_then(|k| k.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            let shape = item
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        format!("{v:?}")
+                            .split('(')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            (key, shape)
+        })
+        .collect()
 }
 
 /// The Java KCL 3.x's own items, by table: the lease table's items that
@@ -1876,6 +1978,126 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
          ({handed_over} graceful handoffs from the Java worker); after our graceful stop the \
          leader had them all back in {reassigned:?}; lease moves {moves:?}; {repeated} repeated \
          deliveries (around moves)"
+    );
+    resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// Graceful handoff away from our worker (issue 14): ours holds every
+/// lease of a 4-shard application when a Java KCL 3.5.1 worker joins and
+/// becomes the fleet's leader; it moves leases to itself by graceful
+/// handoff, and each one our worker hands over gets `shutdown_requested`
+/// (never `lease_lost`), checkpoints, and goes to the Java worker, which
+/// resumes after that checkpoint: every record processed, one worker per
+/// shard outside the handoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn our_worker_hands_leases_over_gracefully_to_a_kcl3_leader() {
+    const FAILOVER: Duration = Duration::from_secs(3);
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("our_worker_hands_leases_over_gracefully_to_a_kcl3_leader")
+    else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let kinesis = aws.kinesis_client();
+    let dynamodb = aws.dynamodb_client();
+    let stream = four_shards_with_our_records(&aws, "handoff", 2_000).await;
+    let app = unique_name("handoff-app");
+    let owners = Mutex::new(OwnerLog::default());
+    let seen: Seen = Arc::default();
+    let mut config = consumer_config(&app, &stream, "ours-h");
+    config.failover_time = FAILOVER;
+    config.fleet_interval = Duration::from_secs(1);
+    let (ours_handle, ours_task) = start_collector(aws.sdk_config(), config, &seen);
+    wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "ours-h to hold 4 leases",
+        Duration::from_secs(30),
+        |log| log.count("ours-h") == 4,
+    )
+    .await;
+    let mut java_1 = start_java_consumer(
+        &java,
+        "Kcl3Consumer",
+        aws.endpoints(),
+        &stream,
+        &app,
+        "java3-h",
+        FAILOVER,
+        &[
+            "--assign-ms",
+            "3000",
+            "--metrics-ms",
+            "2000",
+            "--handoff-ms",
+            "10000",
+        ],
+    );
+    let moved = wait_for_owners(
+        &dynamodb,
+        &app,
+        &owners,
+        "the Java leader to move leases to itself",
+        Duration::from_secs(90),
+        |log| log.count("java3-h") >= 1,
+    )
+    .await;
+    // Let the handoffs finish and the Java worker read on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls: Vec<(String, String, &str)> = LIFECYCLE
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(worker, ..)| worker == "ours-h")
+        .cloned()
+        .collect();
+    let java_shards: BTreeSet<String> = lease_owners(&dynamodb, &app)
+        .await
+        .into_iter()
+        .filter(|(_, owner)| owner.as_deref() == Some("java3-h"))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(!java_shards.is_empty());
+    eprintln!(
+        "calls {calls:?}; java shards {java_shards:?}; moves {:?}",
+        owners.lock().expect("lock").moves
+    );
+    for shard in &java_shards {
+        let ours_for_shard: Vec<&str> = calls
+            .iter()
+            .filter(|(_, s, _)| s == shard)
+            .map(|(.., c)| *c)
+            .collect();
+        assert_eq!(
+            ours_for_shard,
+            ["shutdown_requested"],
+            "{shard}: our processor's calls"
+        );
+    }
+    ours_handle.graceful().await;
+    ours_task.await.expect("ours");
+    // Every record: ours before the handoffs, the Java worker's after.
+    let ours: Vec<SeenRecord> = seen.lock().expect("lock").clone();
+    let delivered_by_ours: HashSet<usize> = ours.iter().map(|r| index_of(&r.data)).collect();
+    java_1
+        .wait_until("every record processed", Duration::from_secs(60), |lines| {
+            let mut all = delivered_by_ours.clone();
+            all.extend(
+                lines
+                    .iter()
+                    .filter(|l| l["event"] == "record")
+                    .map(|l| index_of(&data_of(l))),
+            );
+            (0..2_000).all(|i| all.contains(&i))
+        })
+        .await
+        .expect("processed");
+    stop_java_kcl(&mut java_1).await;
+    eprintln!(
+        "handoff: the Java leader moved {} of 4 leases to itself after {moved:?}; each got our \
+         shutdown_requested first",
+        java_shards.len()
     );
     resources::delete_stream(&kinesis, &stream).await.ok();
 }

@@ -34,6 +34,11 @@ pub(crate) struct Held {
     pub(crate) task: Option<AbortHandle>,
 }
 
+/// Longest a processor has to finish a graceful handoff (the Java KCL
+/// 3.x's `gracefulLeaseHandoffTimeoutMillis` default) before it is stopped
+/// and the lease handed over anyway.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Timings of the coordinator.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timings {
@@ -53,6 +58,9 @@ pub(crate) struct LeaseCoordinator {
     /// Consumers of lost leases that have not stopped yet: never a second
     /// consumer for the same shard until the first has stopped.
     stopping: HashMap<String, AbortHandle>,
+    /// Leases a leader asked this worker to hand over, and when it was
+    /// first seen: their processors got `shutdown_requested`.
+    handing_off: HashMap<String, Instant>,
     /// Leases released after their processor ended, and until when this
     /// worker leaves them to others.
     cooling: HashMap<String, Instant>,
@@ -141,6 +149,7 @@ impl LeaseCoordinator {
             timings,
             held: HashMap::new(),
             stopping: HashMap::new(),
+            handing_off: HashMap::new(),
             cooling: HashMap::new(),
             failures: HashMap::new(),
         }
@@ -182,13 +191,39 @@ impl LeaseCoordinator {
     /// Releases the leases whose consumer ended, and gives up those the
     /// renewer found lost or could not renew in time.
     pub(crate) async fn check_held(&mut self) {
-        // Consumers that ended (shard end, lease lost, released): hand the
-        // lease back, to be taken again if unfinished — not by this worker
-        // for a while.
+        // Graceful handoffs a Java KCL 3.x leader asked for: the processor
+        // gets `shutdown_requested` (it may checkpoint), then the lease goes
+        // to its new owner when the consumer ends — or, if the processor
+        // takes longer than the Java KCL's handoff timeout, it is stopped.
+        let now = Instant::now();
+        for (key, held) in &self.held {
+            if !held.lease.is_handing_off() {
+                continue;
+            }
+            let since = *self.handing_off.entry(key.clone()).or_insert_with(|| {
+                let _ = held.stop.send(Stop::Shutdown);
+                now
+            });
+            if now.saturating_duration_since(since) > HANDOFF_TIMEOUT
+                && let Some(task) = &held.task
+            {
+                tracing::warn!(lease = %key, "the processor did not finish its handoff in time: stopped");
+                task.abort();
+            }
+        }
+        self.handing_off
+            .retain(|key, _| self.held.contains_key(key));
+        // Consumers that ended (shard end, lease lost, released, handed
+        // over): hand the lease back, to be taken again if unfinished — not
+        // by this worker for a while.
         let ended: Vec<String> = self
             .held
             .iter()
-            .filter(|(_, h)| h.task.as_ref().is_some_and(AbortHandle::is_finished))
+            .filter(|(_, h)| match &h.task {
+                Some(task) => task.is_finished(),
+                // Not started yet (parents unfinished): nothing to wait for.
+                None => h.lease.is_handing_off(),
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in ended {

@@ -37,6 +37,9 @@ pub(crate) struct HeldLease {
     /// Bytes of records delivered since the last renewal, for the
     /// `throughputKBps` a Java KCL 3.x leader balances by.
     delivered_bytes: AtomicU64,
+    /// A Java KCL 3.x leader assigned the lease to another worker with this
+    /// one as its `checkpointOwner`: hand it over gracefully.
+    handoff: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,7 @@ impl HeldLease {
             }),
             lost: AtomicBool::new(false),
             delivered_bytes: AtomicU64::new(0),
+            handoff: AtomicBool::new(false),
         }
     }
 
@@ -110,6 +114,13 @@ impl HeldLease {
         state.throughput_kbps = Some(average);
         state.measured_since = now;
         average
+    }
+
+    /// Whether a leader asked this worker to hand the lease over (graceful
+    /// handoff): its processor should get `shutdown_requested`, then the
+    /// lease goes to its new owner ([`release`](Self::release) does it).
+    pub(crate) fn is_handing_off(&self) -> bool {
+        self.handoff.load(Ordering::Relaxed)
     }
 
     /// Whether a renewal found the lease owned by another worker.
@@ -160,11 +171,20 @@ impl HeldLease {
     }
 
     /// Re-reads the item after a failed condition: `Some(item)` while this
-    /// worker still owns it.
+    /// worker still owns it, or is asked to hand it over (its
+    /// `checkpointOwner`: it keeps renewing and may checkpoint until then).
     async fn reread(&self) -> Result<Option<Lease>, LeaseError> {
         let key = self.key();
         let current = self.table.get_lease(&key).await?;
-        Ok(current.filter(|l| l.lease_owner.as_deref() == Some(self.worker_id.as_str())))
+        let me = Some(self.worker_id.as_str());
+        Ok(current.filter(|l| {
+            let handoff = l.checkpoint_owner.as_deref() == me && l.lease_owner.as_deref() != me;
+            if handoff && !self.handoff.swap(true, Ordering::Relaxed) {
+                tracing::info!(lease = %l.lease_key, to = ?l.lease_owner,
+                    "the fleet's leader moves this lease: handing it over gracefully");
+            }
+            l.lease_owner.as_deref() == me || handoff
+        }))
     }
 
     /// Renews the lease: bumps its counter if it is still ours. A failed
@@ -179,7 +199,12 @@ impl HeldLease {
             let mut copy = self.snapshot();
             if self
                 .table
-                .renew_reporting(&mut copy, &self.worker_id, Some(throughput))
+                .renew_with(
+                    &mut copy,
+                    &self.worker_id,
+                    Some(throughput),
+                    self.is_handing_off(),
+                )
                 .await?
             {
                 self.merge(&copy, Some(sent_at), |_| {});
@@ -243,9 +268,16 @@ impl HeldLease {
         })
     }
 
-    /// Hands the lease back (graceful shutdown, a processor that ended).
+    /// Hands the lease back (graceful shutdown, a processor that ended), or
+    /// completes the graceful handoff a leader asked for.
     pub(crate) async fn release(&self) -> Result<bool, LeaseError> {
         let mut copy = self.snapshot();
+        if self.is_handing_off() {
+            return self
+                .table
+                .complete_handoff(&mut copy, &self.worker_id)
+                .await;
+        }
         self.table.evict(&mut copy, &self.worker_id).await
     }
 }

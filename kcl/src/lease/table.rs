@@ -255,16 +255,31 @@ impl LeaseTable {
         owner: &str,
         throughput_kbps: Option<f64>,
     ) -> Result<bool, LeaseError> {
+        self.renew_with(lease, owner, throughput_kbps, false).await
+    }
+
+    /// [`renew_reporting`](Self::renew_reporting) by the worker handing the
+    /// lease over (`handing_off`: its `checkpointOwner`), as the Java KCL
+    /// 3.x's old owner keeps renewing until the transfer.
+    pub(crate) async fn renew_with(
+        &self,
+        lease: &mut Lease,
+        owner: &str,
+        throughput_kbps: Option<f64>,
+        handing_off: bool,
+    ) -> Result<bool, LeaseError> {
+        let condition = if handing_off {
+            "#counter = :expected AND #cpowner = :owner"
+        } else {
+            "#counter = :expected AND #owner = :owner AND attribute_not_exists(#cpowner)"
+        };
         let mut request = self
             .client
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, s(&lease.lease_key))
-            .condition_expression(
-                "#counter = :expected AND #owner = :owner AND attribute_not_exists(#cpowner)",
-            )
+            .condition_expression(condition)
             .expression_attribute_names("#counter", LEASE_COUNTER)
-            .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#cpowner", CHECKPOINT_OWNER)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":expected", n(lease.lease_counter))
@@ -279,6 +294,9 @@ impl LeaseTable {
                 ),
             None => request.update_expression("SET #counter = #counter + :one"),
         };
+        if !handing_off {
+            request = request.expression_attribute_names("#owner", LEASE_OWNER);
+        }
         let result = request.send().await;
         self.applied("UpdateItem (renew)", result.map(|_| ()), || {
             lease.lease_counter += 1;
@@ -334,6 +352,34 @@ impl LeaseTable {
         })
     }
 
+    /// Completes a Java KCL 3.x graceful handoff `owner` was asked for (the
+    /// lease's `checkpointOwner`): removes the mark and bumps the counter, so
+    /// that the new owner (already its `leaseOwner`) starts, as
+    /// `LeaseGracefulShutdownHandler` transfers it.
+    pub async fn complete_handoff(
+        &self,
+        lease: &mut Lease,
+        owner: &str,
+    ) -> Result<bool, LeaseError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key(LEASE_KEY, s(&lease.lease_key))
+            .update_expression("SET #counter = #counter + :one REMOVE #cpowner")
+            .condition_expression("#cpowner = :owner")
+            .expression_attribute_names("#counter", LEASE_COUNTER)
+            .expression_attribute_names("#cpowner", CHECKPOINT_OWNER)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        self.applied("UpdateItem (complete handoff)", result.map(|_| ()), || {
+            lease.lease_counter += 1;
+            lease.checkpoint_owner = None;
+        })
+    }
+
     /// Gives a lease `owner` holds back (graceful hand-over): removes the
     /// owner and bumps the counter, if `owner` still holds it.
     pub async fn evict(&self, lease: &mut Lease, owner: &str) -> Result<bool, LeaseError> {
@@ -375,9 +421,12 @@ impl LeaseTable {
             .update_item()
             .table_name(&self.name)
             .key(LEASE_KEY, s(&lease.lease_key))
-            .condition_expression("#counter = :expected AND #owner = :owner")
+            // The owner, or the worker handing the lease over (it may
+            // checkpoint in its shutdown_requested), as the Java KCL 3.x.
+            .condition_expression("#counter = :expected AND (#owner = :owner OR #cpowner = :owner)")
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_names("#cpowner", CHECKPOINT_OWNER)
             .expression_attribute_names("#cp", CHECKPOINT)
             .expression_attribute_names("#cpsub", CHECKPOINT_SUB)
             .expression_attribute_names("#switches", OWNER_SWITCHES)
