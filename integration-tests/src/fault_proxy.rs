@@ -91,6 +91,19 @@ pub struct FaultCounts {
     pub calls_faulted: AtomicU64,
     /// Calls forwarded late (`slow`).
     pub slowed: AtomicU64,
+    /// Every call received, by operation (`X-Amz-Target`'s last part; S3
+    /// calls as their HTTP method).
+    pub by_operation: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl FaultCounts {
+    /// A copy of [`by_operation`](Self::by_operation).
+    pub fn operations(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_operation
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl FaultCounts {
@@ -286,6 +299,15 @@ async fn handle(
     request: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let operation = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .and_then(|target| target.rsplit('.').next())
+        .map_or_else(|| request.method().to_string(), str::to_owned);
+    if let Ok(mut counts) = state.counts.by_operation.lock() {
+        *counts.entry(operation).or_default() += 1;
+    }
     let subscribe = request
         .headers()
         .get("x-amz-target")

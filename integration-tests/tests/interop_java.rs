@@ -1853,7 +1853,24 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
             i
         })
     };
-    let endpoints = aws.endpoints().clone();
+    // Each worker reaches DynamoDB through a proxy of its own, which counts
+    // its calls.
+    let java_proxy = integration_tests::FaultProxy::start(
+        &aws.endpoints().dynamodb,
+        integration_tests::Faults::default(),
+    )
+    .await
+    .expect("proxy");
+    let our_proxy = integration_tests::FaultProxy::start(
+        &aws.endpoints().dynamodb,
+        integration_tests::Faults::default(),
+    )
+    .await
+    .expect("proxy");
+    let endpoints = integration_tests::Endpoints {
+        dynamodb: java_proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    };
     let owners = Mutex::new(OwnerLog::default());
     let mut java_1 = start_java_consumer(
         &java,
@@ -1884,8 +1901,16 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
     let seen: Seen = Arc::default();
     let mut config = consumer_config(&app, &stream, "ours-1");
     config.failover_time = FAILOVER;
-    config.fleet_interval = Duration::from_secs(1);
-    let (ours_handle, ours_task) = start_collector(aws.sdk_config(), config, &seen);
+    // As often as the Java worker's (--metrics-ms 2000), and polling as
+    // often (its --idle-ms 200): the processors checkpoint each batch.
+    config.fleet_interval = Duration::from_secs(2);
+    config.idle_time_between_reads = Duration::from_millis(200);
+    let ours_sdk_config = integration_tests::Endpoints {
+        dynamodb: our_proxy.url().to_owned(),
+        ..aws.endpoints().clone()
+    }
+    .sdk_config();
+    let (ours_handle, ours_task) = start_collector(&ours_sdk_config, config, &seen);
     let assigned = wait_for_owners(
         &dynamodb,
         &app,
@@ -1909,6 +1934,49 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
     assert!(
         handed_over >= 2,
         "{handed_over} graceful handoffs from the Java worker"
+    );
+
+    // DynamoDB calls per minute in steady state, each worker's own.
+    let (java_before, ours_before) = (
+        java_proxy.counts().operations(),
+        our_proxy.counts().operations(),
+    );
+    let window = Duration::from_secs(15);
+    tokio::time::sleep(window).await;
+    let per_minute = |before: &BTreeMap<String, u64>, after: BTreeMap<String, u64>| {
+        after
+            .into_iter()
+            .map(|(op, n)| {
+                let calls = n - before.get(&op).copied().unwrap_or(0);
+                (op, calls as f64 * 60.0 / window.as_secs_f64())
+            })
+            .filter(|(_, rate)| *rate > 0.0)
+            .collect::<BTreeMap<String, f64>>()
+    };
+    let java_rates = per_minute(&java_before, java_proxy.counts().operations());
+    let our_rates = per_minute(&ours_before, our_proxy.counts().operations());
+    let total = |rates: &BTreeMap<String, f64>| rates.values().sum::<f64>();
+    let our_leases = lease_owners(&dynamodb, &app)
+        .await
+        .values()
+        .filter(|o| o.as_deref() == Some("ours-1"))
+        .count();
+    eprintln!(
+        "DynamoDB calls per minute (failover 3 s, assignment every 3 s, metrics every 2 s): \
+         the Java KCL 3.5.1 worker (the leader, {} leases) {:.0} {java_rates:?}; ours \
+         ({our_leases} leases) {:.0} {our_rates:?}",
+        6 - our_leases,
+        total(&java_rates),
+        total(&our_rates)
+    );
+    assert!(
+        !our_rates.contains_key("Scan"),
+        "a follower reads its own leases, it does not scan: {our_rates:?}"
+    );
+    // Renewals and checkpoints dominate both; the Java worker also leads.
+    assert!(
+        total(&our_rates) <= 1.2 * total(&java_rates),
+        "ours {our_rates:?} against the Java worker's {java_rates:?}"
     );
 
     // Our graceful stop: the leader gives the shards back to the Java worker.

@@ -61,6 +61,8 @@ pub(crate) struct LeaseCoordinator {
     /// Leases a leader asked this worker to hand over, and when it was
     /// first seen: their processors got `shutdown_requested`.
     handing_off: HashMap<String, Instant>,
+    /// When this worker last looked for leases a leader assigned it.
+    last_discovery: Option<Instant>,
     /// Leases released after their processor ended, and until when this
     /// worker leaves them to others.
     cooling: HashMap<String, Instant>,
@@ -150,6 +152,7 @@ impl LeaseCoordinator {
             held: HashMap::new(),
             stopping: HashMap::new(),
             handing_off: HashMap::new(),
+            last_discovery: None,
             cooling: HashMap::new(),
             failures: HashMap::new(),
         }
@@ -284,23 +287,59 @@ impl LeaseCoordinator {
         if !follow_leader {
             return self.take().await;
         }
-        let scan = self.table.scan().await?;
-        let assigned: Vec<Lease> = scan
-            .leases
-            .iter()
-            .filter(|lease| {
-                lease.lease_owner.as_deref() == Some(self.worker_id.as_str())
+        // As a Java KCL 3.x worker finds its leases: the index of leases by
+        // owner, once per failover time, and GetItem for the new ones —
+        // not a scan of the whole table every pass.
+        let due = self
+            .last_discovery
+            .is_none_or(|at| at.elapsed() >= self.timings.failover);
+        if due {
+            self.last_discovery = Some(Instant::now());
+            let keys = match self.table.lease_keys_owned_by(&self.worker_id).await? {
+                Some(keys) => keys,
+                // No index: find them in a scan.
+                None => self
+                    .table
+                    .scan()
+                    .await?
+                    .leases
+                    .into_iter()
+                    .filter(|l| l.lease_owner.as_deref() == Some(self.worker_id.as_str()))
+                    .map(|l| l.lease_key)
+                    .collect(),
+            };
+            for key in keys {
+                if self.held.contains_key(&key) || self.stopping.contains_key(&key) {
+                    continue;
+                }
+                let Some(lease) = self.table.get_lease(&key).await? else {
+                    continue;
+                };
+                let assigned = lease.lease_owner.as_deref() == Some(self.worker_id.as_str())
                     && lease.checkpoint_owner.is_none()
-                    && lease.checkpoint != ExtendedSequenceNumber::SHARD_END
-                    && !self.held.contains_key(&lease.lease_key)
-                    && !self.stopping.contains_key(&lease.lease_key)
-            })
-            .cloned()
-            .collect();
-        for lease in assigned {
-            tracing::info!(lease = %lease.lease_key, worker = %self.worker_id, "lease assigned by the fleet's leader");
-            metrics::counter!(m::LEASES_TAKEN).increment(1);
-            self.hold(lease, Instant::now());
+                    && lease.checkpoint != ExtendedSequenceNumber::SHARD_END;
+                if assigned {
+                    tracing::info!(lease = %key, worker = %self.worker_id, "lease assigned by the fleet's leader");
+                    metrics::counter!(m::LEASES_TAKEN).increment(1);
+                    self.hold(lease, Instant::now());
+                }
+            }
+        }
+        // The leases held, and the parents of those not started yet (a
+        // child starts only once its parents reached SHARD_END).
+        let mut scan = LeaseScan::default();
+        let mut parents = Vec::new();
+        for held in self.held.values() {
+            let lease = held.lease.snapshot();
+            if held.task.is_none() {
+                parents.extend(lease.parent_shard_ids.iter().cloned());
+            }
+            scan.leases.push(lease);
+        }
+        for parent in parents {
+            if let Some(lease) = self.table.get_lease(&parent).await? {
+                scan.leases.push(lease);
+            }
         }
         metrics::gauge!(m::LEASES_HELD).set(self.held.len() as f64);
         Ok(scan)

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::fleet::{Fleet, LeaderWatch};
+use crate::fleet::{Fleet, FleetState, LeaderWatch};
 use crate::lease::{Lease, LeaseError, LeaseScan, LeaseTable};
 use crate::lease_coordinator::{LeaseCoordinator, Timings};
 use crate::processor::RecordProcessor;
@@ -24,19 +24,30 @@ use crate::timeouts::ApiTimeouts;
 /// Its task publishes this worker's metrics row too, and is aborted when
 /// the monitor is dropped.
 struct FleetMonitor {
-    follow: watch::Receiver<bool>,
+    /// `None` until the first look at the fleet.
+    follow: watch::Receiver<Option<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FleetMonitor {
     fn spawn(fleet: Fleet, every: Duration) -> Self {
-        let (tx, follow) = watch::channel(false);
+        let (tx, follow) = watch::channel(None);
         let task = tokio::spawn(async move {
             let mut watch = LeaderWatch::default();
             let mut layout_seen = None;
+            let mut tick = 0u64;
+            let mut known: Option<FleetState> = None;
             loop {
-                match fleet.state().await {
+                // The migration state changes rarely: read every 5th tick
+                // (the metrics row and the leader's liveness every tick).
+                let state = match known.clone().filter(|_| tick % 5 != 0) {
+                    Some(state) => Ok(state),
+                    None => fleet.state().await,
+                };
+                tick += 1;
+                match state {
                     Ok(state) => {
+                        known = Some(state.clone());
                         if layout_seen.as_ref() != Some(&state) {
                             tracing::info!(layout = ?state.layout, version = ?state.version, "fleet state");
                             layout_seen = Some(state.clone());
@@ -48,9 +59,17 @@ impl FleetMonitor {
                             Ok(leader) => watch.observe(leader, Instant::now()),
                             Err(_) => false,
                         };
-                        let _ = tx.send(state.version.leader_assigns() && alive);
+                        let _ = tx.send(Some(state.version.leader_assigns() && alive));
                     }
-                    Err(error) => tracing::warn!(%error, "reading the fleet's state failed"),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the fleet's state failed");
+                        // Not known: as a 2.x fleet (the taker), but known.
+                        tx.send_if_modified(|follow| {
+                            let first = follow.is_none();
+                            follow.get_or_insert(false);
+                            first
+                        });
+                    }
                 }
                 tokio::time::sleep(every).await;
             }
@@ -59,7 +78,14 @@ impl FleetMonitor {
     }
 
     fn follow_leader(&self) -> bool {
-        *self.follow.borrow()
+        self.follow.borrow().unwrap_or(false)
+    }
+
+    /// Waits (at most `bound`) for the first look at the fleet, so that a
+    /// worker joining a fleet whose Java leader assigns the leases does not
+    /// take any on its own first.
+    async fn ready(&mut self, bound: Duration) {
+        let _ = tokio::time::timeout(bound, self.follow.wait_for(Option::is_some)).await;
     }
 }
 
@@ -379,7 +405,7 @@ where
         let mut shutdown = self.shutdown_request.subscribe();
         // The fleet's KCL 3.x state, refreshed (with this worker's metrics
         // row) by a task of its own, ended with this function.
-        let fleet = FleetMonitor::spawn(
+        let mut fleet = FleetMonitor::spawn(
             Fleet::new(
                 self.table.client().clone(),
                 self.table.name(),
@@ -387,6 +413,7 @@ where
             ),
             self.config.fleet_interval,
         );
+        fleet.ready(self.config.dynamodb_timeouts.operation).await;
         // Lease-table errors no retry fixes, on consecutive passes.
         let mut permanent: Option<(usize, Instant, LeaseError)> = None;
         let mut tick = tokio::time::interval(timings.renew_every);
@@ -409,13 +436,18 @@ where
                     }
                 }
                 coordinator.check_held().await;
-                if last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval) {
+                // In a fleet whose Java leader assigns the leases, the leader
+                // also synchronises shards and the worker reads only its own
+                // leases (no scan to sync against, or to clean up from).
+                let follow_leader = fleet.follow_leader();
+                if !follow_leader
+                    && last_sync.is_none_or(|at| at.elapsed() >= self.config.shard_sync_interval)
+                {
                     match self.shard_syncer().sync(&self.config.streams).await {
                         Ok(()) => last_sync = Some(Instant::now()),
                         Err(error) => tracing::warn!(%error, "shard sync failed"),
                     }
                 }
-                let follow_leader = fleet.follow_leader();
                 let scan = match coordinator.take_or_follow(follow_leader).await {
                     Ok(scan) => {
                         permanent = None;
@@ -446,7 +478,9 @@ where
                     &mut task_keys,
                     &consumer_arns,
                 );
-                if let Err(error) = shard_sync::delete_finished_leases(&self.table, &scan).await {
+                if !follow_leader
+                    && let Err(error) = shard_sync::delete_finished_leases(&self.table, &scan).await
+                {
                     tracing::warn!(%error, "deleting finished leases failed");
                 }
             };

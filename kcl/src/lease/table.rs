@@ -56,6 +56,9 @@ pub struct LeaseScan {
     pub unreadable: Vec<String>,
 }
 
+/// The Java KCL 3.x's index of leases by owner.
+const OWNER_INDEX: &str = "LeaseOwnerToLeaseKeyIndex";
+
 fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
@@ -209,6 +212,52 @@ impl LeaseTable {
         metrics::gauge!(crate::metrics::UNREADABLE_LEASES, "table" => self.name.clone())
             .set(scan.unreadable.len() as f64);
         Ok(scan)
+    }
+
+    /// The keys of the leases `owner` holds, from the Java KCL 3.x's index
+    /// `LeaseOwnerToLeaseKeyIndex` (hash `leaseOwner`, range `leaseKey`,
+    /// keys only), as a 3.x worker finds its leases
+    /// (`DynamoDBLeaseDiscoverer`) instead of scanning the table. `None`
+    /// when the table has no such index (a KCL 2.x table).
+    pub async fn lease_keys_owned_by(
+        &self,
+        owner: &str,
+    ) -> Result<Option<Vec<String>>, LeaseError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(OWNER_INDEX)
+            .key_condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", LEASE_OWNER)
+            .expression_attribute_values(":owner", s(owner))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                // No such index: a table the KCL 3.x never used.
+                Err(e)
+                    if e.as_service_error().is_some_and(|e| {
+                        e.meta().code() == Some("ValidationException")
+                            || e.is_resource_not_found_exception()
+                    }) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(LeaseError::dynamo("Query", e)),
+            };
+            keys.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|item| match item.get(LEASE_KEY) {
+                        Some(AttributeValue::S(key)) => Some(key.clone()),
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(Some(keys))
     }
 
     /// Logs an unreadable lease item the first time it is seen.
