@@ -40,7 +40,7 @@ impl FleetMonitor {
             loop {
                 // The migration state changes rarely: read every 5th tick
                 // (the metrics row and the leader's liveness every tick).
-                let state = match known.clone().filter(|_| tick % 5 != 0) {
+                let state = match known.clone().filter(|_| !tick.is_multiple_of(5)) {
                     Some(state) => Ok(state),
                     None => fleet.state().await,
                 };
