@@ -1992,6 +1992,12 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
     )
     .await;
 
+    // Within two assignment intervals (3 s each), and the table polled every
+    // 250 ms.
+    assert!(
+        reassigned <= Duration::from_secs(6) + Duration::from_secs(1),
+        "reassigned after {reassigned:?}"
+    );
     let _ = stop_producing.send(true);
     let produced = writer.await.expect("writer");
     producer.shutdown().await.expect("producer shutdown");
