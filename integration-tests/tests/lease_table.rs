@@ -386,3 +386,28 @@ async fn kcl3_handoff_marks_and_throughput_are_honoured() {
     assert_eq!(item["throughputKBps"], AttributeValue::N("12.346".into()));
     aws.shutdown().await;
 }
+
+/// In a Java KCL 3.5 fleet's single-table format, new leases carry
+/// `entityType` `LEASE`, as the Java KCL writes its own (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_leases_are_tagged_in_a_single_table_fleet() {
+    let aws = LocalAws::start().await.expect("local AWS");
+    let client = aws.dynamodb_client();
+    let name = unique_name("app");
+    let table = LeaseTable::new(client.clone(), &name);
+    table.create_if_missing().await.expect("create");
+    let untagged = Lease::new("shardId-000000000000", ExtendedSequenceNumber::TRIM_HORIZON);
+    table.create_lease_if_absent(&untagged).await.expect("put");
+    assert!(
+        !raw_item(&client, &name, &untagged.lease_key)
+            .await
+            .contains_key("entityType")
+    );
+    table.tag_new_leases(true);
+    let tagged = Lease::new("shardId-000000000001", ExtendedSequenceNumber::TRIM_HORIZON);
+    table.create_lease_if_absent(&tagged).await.expect("put");
+    let item = raw_item(&client, &name, &tagged.lease_key).await;
+    assert_eq!(item["entityType"], AttributeValue::S("LEASE".into()));
+    assert!(Lease::is_lease_item(&item));
+    aws.shutdown().await;
+}

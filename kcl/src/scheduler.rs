@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::ExtendedSequenceNumber;
-use crate::fleet::{Fleet, FleetState, LeaderWatch};
+use crate::fleet::{Fleet, FleetState, Layout, LeaderWatch};
 use crate::lease::{Lease, LeaseError, LeaseScan, LeaseTable};
 use crate::lease_coordinator::{LeaseCoordinator, Timings};
 use crate::processor::RecordProcessor;
@@ -30,7 +30,7 @@ struct FleetMonitor {
 }
 
 impl FleetMonitor {
-    fn spawn(fleet: Fleet, every: Duration) -> Self {
+    fn spawn(fleet: Fleet, table: LeaseTable, every: Duration) -> Self {
         let (tx, follow) = watch::channel(None);
         let task = tokio::spawn(async move {
             let mut watch = LeaderWatch::default();
@@ -48,6 +48,7 @@ impl FleetMonitor {
                 match state {
                     Ok(state) => {
                         known = Some(state.clone());
+                        table.tag_new_leases(state.layout == Layout::LeaseTable);
                         if layout_seen.as_ref() != Some(&state) {
                             tracing::info!(layout = ?state.layout, version = ?state.version, "fleet state");
                             layout_seen = Some(state.clone());
@@ -411,6 +412,7 @@ where
                 self.table.name(),
                 &self.config.worker_id,
             ),
+            self.table.clone(),
             self.config.fleet_interval,
         );
         fleet.ready(self.config.dynamodb_timeouts.operation).await;

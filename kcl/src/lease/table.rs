@@ -43,6 +43,9 @@ pub struct LeaseTable {
     name: String,
     /// Keys of unreadable lease items already logged (each is logged once).
     reported: Arc<StdMutex<HashSet<String>>>,
+    /// Tag new leases `entityType` `LEASE`, as the Java KCL 3.5 does in its
+    /// single-table format (set when the fleet uses it).
+    tag_entity_type: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a scan of the lease table found.
@@ -74,12 +77,22 @@ impl LeaseTable {
             client,
             name: name.into(),
             reported: Arc::default(),
+            tag_entity_type: Arc::default(),
         }
     }
 
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether leases this table creates carry `entityType` `LEASE`: on in a
+    /// Java KCL 3.5 fleet's single-table format (the scheduler sets it when
+    /// it finds the fleet's migration state in the lease table), where the
+    /// Java KCL tags its own leases so; off by default (the KCL 2.x schema).
+    pub fn tag_new_leases(&self, tag: bool) {
+        self.tag_entity_type
+            .store(tag, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The DynamoDB client it uses.
@@ -150,11 +163,18 @@ impl LeaseTable {
     /// Writes a new lease unless one with its key exists. Returns whether it
     /// was written.
     pub async fn create_lease_if_absent(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let mut item = lease.to_item();
+        if self
+            .tag_entity_type
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            item.insert(ENTITY_TYPE.to_owned(), s("LEASE"));
+        }
         let result = self
             .client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(lease.to_item()))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#key)")
             .expression_attribute_names("#key", LEASE_KEY)
             .send()
