@@ -18,40 +18,19 @@ use std::time::{Duration, Instant};
 
 use integration_tests::proc_tree::TreeSampler;
 use integration_tests::{LocalAws, resources, unique_name};
-use kpl::{Producer, ProducerConfig, UserRecord};
 
 const RECORDS: u64 = 1_000_000;
 
 async fn produce(aws: &LocalAws, stream: &str) {
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .config(ProducerConfig {
-            rate_limit: 1_000_000,
-            ..ProducerConfig::default()
-        })
-        .streams([stream.to_owned()])
-        .build()
-        .expect("producer");
-    let (pending, mut results) = tokio::sync::mpsc::channel::<kpl::PendingResult>(100_000);
-    let collector = tokio::spawn(async move {
-        while let Some(result) = results.recv().await {
-            result.await.expect("stored");
-        }
-    });
-    for i in 0..RECORDS {
+    let records = (0..RECORDS).map(|i| {
         let data = format!(
             r#"{{"id":{i},"level":"info","msg":"request {:08x} served in {} ms"}}"#,
             i.wrapping_mul(2_654_435_761),
             i % 997
         );
-        let record = UserRecord::new(stream, format!("host-{}", i % 10_000), data.into_bytes());
-        let _ = pending
-            .send(producer.add_user_record(record).await.expect("accepted"))
-            .await;
-    }
-    drop(pending);
-    collector.await.expect("collector");
-    producer.shutdown().await.expect("producer shutdown");
+        (format!("host-{}", i % 10_000), data.into_bytes())
+    });
+    resources::put_all(aws.sdk_config(), stream, records).await;
 }
 
 fn main() {

@@ -28,7 +28,6 @@ use integration_tests::proc_tree::{TreeSampler, TreeUsage};
 use integration_tests::{LocalAws, resources, unique_name};
 use kcl::checkpoint::ExtendedSequenceNumber;
 use kcl::lease::{Lease, LeaseTable};
-use kpl::{Producer, ProducerConfig, UserRecord};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const RECORDS: u64 = 1_000_000;
@@ -46,39 +45,13 @@ fn repository() -> PathBuf {
 }
 
 async fn produce(aws: &LocalAws, stream: &str) {
-    let producer = Producer::builder()
-        .sdk_config(aws.sdk_config())
-        .config(ProducerConfig {
-            rate_limit: 1_000_000,
-            ..ProducerConfig::default()
-        })
-        .streams([stream.to_owned()])
-        .build()
-        .expect("producer");
-    let (pending, mut results) = tokio::sync::mpsc::channel::<kpl::PendingResult>(100_000);
-    let collector = tokio::spawn(async move {
-        while let Some(result) = results.recv().await {
-            result.await.expect("stored");
-        }
-    });
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    for i in 0..RECORDS as usize {
-        let data: Vec<u8> = (0..100)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        let record = UserRecord::new(stream, format!("pk-{}", i % KEYS), data);
-        let _ = pending
-            .send(producer.add_user_record(record).await.expect("accepted"))
-            .await;
-    }
-    drop(pending);
-    collector.await.expect("collector");
-    producer.shutdown().await.expect("producer shutdown");
+    let records = kpl::bench::codec::records(RECORDS as usize, KEYS, |_| 100);
+    resources::put_all(
+        aws.sdk_config(),
+        stream,
+        records.into_iter().map(|(k, d)| (k, d.to_vec())),
+    )
+    .await;
 }
 
 /// One free TRIM_HORIZON lease per shard in `app`'s table.

@@ -39,17 +39,8 @@ struct Run {
 
 fn input(path: &Path) {
     let mut text = String::with_capacity(RECORDS * 160);
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    for i in 0..RECORDS {
-        let data: Vec<u8> = (0..100)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        text.push_str(&B64.encode(format!("pk-{}", i % KEYS)));
+    for (key, data) in kpl::bench::codec::records(RECORDS, KEYS, |_| 100) {
+        text.push_str(&B64.encode(key));
         text.push_str(" - ");
         text.push_str(&B64.encode(&data));
         text.push('\n');

@@ -363,3 +363,47 @@ pub fn foreign_lease_table_items()
         ]),
     ]
 }
+
+/// Puts `records` (partition key, data) into `stream` with `kpl`
+/// (aggregation on, rate limit opened, as the benchmarks fill their
+/// streams) and returns once every one is stored; how many.
+///
+/// # Panics
+/// When the producer refuses a record or cannot store it: a benchmark's
+/// set-up has nothing to fall back on.
+pub async fn put_all(
+    sdk_config: &aws_config::SdkConfig,
+    stream: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> usize {
+    let producer = kpl::Producer::builder()
+        .sdk_config(sdk_config)
+        .config(kpl::ProducerConfig {
+            rate_limit: 1_000_000,
+            ..kpl::ProducerConfig::default()
+        })
+        .streams([stream.to_owned()])
+        .build()
+        .expect("producer");
+    // Results are awaited as they come, by a task of their own.
+    let (pending, mut results) = tokio::sync::mpsc::channel::<kpl::PendingResult>(100_000);
+    let collector = tokio::spawn(async move {
+        let mut stored = 0;
+        while let Some(result) = results.recv().await {
+            result.await.expect("stored");
+            stored += 1;
+        }
+        stored
+    });
+    for (key, data) in records {
+        let record = kpl::UserRecord::new(stream, key, data);
+        let result = producer.add_user_record(record).await.expect("accepted");
+        if pending.send(result).await.is_err() {
+            break;
+        }
+    }
+    drop(pending);
+    let stored = collector.await.expect("collector");
+    producer.shutdown().await.expect("producer shutdown");
+    stored
+}

@@ -1081,35 +1081,33 @@ fn java_records(lines: &[Value]) -> Vec<(String, String, u64, usize)> {
         .collect()
 }
 
-/// Must-show 3: a Java KCL application consumes part of a 4-shard stream,
-/// checkpoints (inside aggregates too) and stops; `kcl` with the same
-/// application name continues from those checkpoints: nothing lost, nothing
-/// before a checkpoint repeated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kcl_continues_from_the_java_kcl_checkpoints() {
-    const COUNT: usize = 8_000;
-    let _serial = SERIAL.lock().await;
-    let Some(java) = java_or_skip("kcl_continues_from_the_java_kcl_checkpoints") else {
-        return;
-    };
-    let aws = LocalAws::start().await.expect("local AWS");
-    let kinesis = aws.kinesis_client();
-    let stream = four_shards_with_our_records(&aws, "java-then-ours", COUNT).await;
-
-    let app = unique_name("java-first");
-    let mut worker = start_java_kcl(
-        &java,
+/// A Java consumer program (`main`) of application `app` reads `limit`
+/// records per shard, checkpoints there and stops: its lines and the
+/// checkpoint it wrote per shard.
+#[allow(clippy::type_complexity)]
+async fn java_reads_up_to(
+    java: &JavaInterop,
+    main: &str,
+    aws: &LocalAws,
+    stream: &str,
+    app: &str,
+    limit: usize,
+) -> (Vec<Value>, HashMap<String, (String, u64)>) {
+    let limit_arg = limit.to_string();
+    let mut worker = start_java_consumer(
+        java,
+        main,
         aws.endpoints(),
-        &stream,
-        &app,
-        "java-1",
+        stream,
+        app,
+        "java-first-1",
         Duration::from_secs(3),
-        &["--limit", "777"],
+        &["--limit", &limit_arg],
     );
     worker
         .wait_until(
             "the Java KCL to reach its limit on every shard",
-            Duration::from_secs(90),
+            Duration::from_secs(120),
             |lines| lines.iter().filter(|l| l["event"] == "limit").count() == 4,
         )
         .await
@@ -1131,30 +1129,32 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
         );
     }
     assert_eq!(checkpoints.len(), 4);
-    let table = lease_checkpoints(&aws.dynamodb_client(), &app).await;
-    for (shard, checkpoint) in &checkpoints {
-        assert_eq!(table.get(shard), Some(checkpoint), "lease table of {shard}");
-    }
+    (lines, checkpoints)
+}
 
+/// A `kcl` worker of application `app` reads until `expected` records came,
+/// then stops gracefully: `(shard, sequence, sub-sequence, index)` of each.
+async fn ours_reads_the_rest(
+    aws: &LocalAws,
+    app: &str,
+    stream: &str,
+    expected: usize,
+) -> Vec<(String, String, u64, usize)> {
     let seen: Seen = Arc::default();
     let (consumer, task) = start_collector(
         aws.sdk_config(),
-        consumer_config(&app, &stream, "ours-1"),
+        consumer_config(app, stream, "ours-1"),
         &seen,
     );
-    let expected_after = COUNT - 4 * 777;
     wait_until("kcl to read the rest", Duration::from_secs(60), || {
-        seen.lock()
-            .map(|s| s.len() >= expected_after)
-            .unwrap_or(false)
+        seen.lock().map(|s| s.len() >= expected).unwrap_or(false)
     })
     .await;
     // A moment for anything repeated to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
     consumer.graceful().await;
     task.await.expect("consumer");
-    let after: Vec<_> = seen
-        .lock()
+    seen.lock()
         .expect("lock")
         .iter()
         .map(|r| {
@@ -1165,9 +1165,34 @@ async fn kcl_continues_from_the_java_kcl_checkpoints() {
                 index_of(&r.data),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Must-show 3: a Java KCL application consumes part of a 4-shard stream,
+/// checkpoints (inside aggregates too) and stops; `kcl` with the same
+/// application name continues from those checkpoints: nothing lost, nothing
+/// before a checkpoint repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kcl_continues_from_the_java_kcl_checkpoints() {
+    const COUNT: usize = 8_000;
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("kcl_continues_from_the_java_kcl_checkpoints") else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let stream = four_shards_with_our_records(&aws, "java-then-ours", COUNT).await;
+    let app = unique_name("java-first");
+    let (lines, checkpoints) =
+        java_reads_up_to(&java, "KclConsumer", &aws, &stream, &app, 777).await;
+    let table = lease_checkpoints(&aws.dynamodb_client(), &app).await;
+    for (shard, checkpoint) in &checkpoints {
+        assert_eq!(table.get(shard), Some(checkpoint), "lease table of {shard}");
+    }
+    let after = ours_reads_the_rest(&aws, &app, &stream, COUNT - 4 * 777).await;
     check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
-    resources::delete_stream(&kinesis, &stream).await.ok();
+    resources::delete_stream(&aws.kinesis_client(), &stream)
+        .await
+        .ok();
 }
 
 /// A Java KCL 3.5.1 application (single-table format: its leader lock,
@@ -1199,41 +1224,7 @@ async fn takes_over_a_kcl3_application(java_main: &str) {
     let kinesis = aws.kinesis_client();
     let stream = four_shards_with_our_records(&aws, "kcl3-then-ours", COUNT).await;
     let app = unique_name("kcl3-first");
-    let mut worker = start_java_consumer(
-        &java,
-        java_main,
-        aws.endpoints(),
-        &stream,
-        &app,
-        "java3-1",
-        Duration::from_secs(3),
-        &["--limit", "333"],
-    );
-    worker
-        .wait_until(
-            "the Java KCL 3.5.1 to reach its limit on every shard",
-            Duration::from_secs(120),
-            |lines| lines.iter().filter(|l| l["event"] == "limit").count() == 4,
-        )
-        .await
-        .expect("limits");
-    stop_java_kcl(&mut worker).await;
-    let lines = worker.lines();
-    let mut checkpoints = HashMap::new();
-    for line in lines.iter().filter(|l| l["event"] == "checkpoint") {
-        assert!(
-            line.get("error").is_none(),
-            "Java checkpoint failed: {line}"
-        );
-        checkpoints.insert(
-            str_of(line, "shard"),
-            (
-                str_of(line, "seq"),
-                line["subseq"].as_u64().expect("subseq"),
-            ),
-        );
-    }
-    assert_eq!(checkpoints.len(), 4);
+    let (lines, checkpoints) = java_reads_up_to(&java, java_main, &aws, &stream, &app, 333).await;
     let dynamodb = aws.dynamodb_client();
     let leases_before = lease_shapes(&dynamodb, &app).await;
     let others_before = kcl3_items(&dynamodb, &app).await;
@@ -1248,35 +1239,7 @@ async fn takes_over_a_kcl3_application(java_main: &str) {
         others_before.len()
     );
 
-    let seen: Seen = Arc::default();
-    let (consumer, task) = start_collector(
-        aws.sdk_config(),
-        consumer_config(&app, &stream, "ours-1"),
-        &seen,
-    );
-    let expected_after = COUNT - 4 * 333;
-    wait_until("kcl to read the rest", Duration::from_secs(60), || {
-        seen.lock()
-            .map(|s| s.len() >= expected_after)
-            .unwrap_or(false)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    consumer.graceful().await;
-    task.await.expect("consumer");
-    let after: Vec<_> = seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|r| {
-            (
-                r.shard.clone(),
-                r.sequence_number.clone(),
-                r.sub_sequence_number,
-                index_of(&r.data),
-            )
-        })
-        .collect();
+    let after = ours_reads_the_rest(&aws, &app, &stream, COUNT - 4 * 333).await;
     check_handover(COUNT, &checkpoints, &java_records(&lines), &after);
     // Every KCL 3.x item is still there, unchanged; the only one added is
     // our worker's metrics row (in the fleet's own place for it), with the
@@ -2174,6 +2137,102 @@ async fn our_worker_hands_leases_over_gracefully_to_a_kcl3_leader() {
         java_shards.len()
     );
     resources::delete_stream(&kinesis, &stream).await.ok();
+}
+
+/// A Java KCL 2.x → 3.x migration with our worker in the fleet (issue 14,
+/// must-show 3): a Java KCL 3.5.1 worker deployed compatible with 2.x
+/// (`CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X`) and ours share a 4-shard
+/// application; the Java KCL flips the fleet to 3.x once every lease owner
+/// has published live worker metrics for 10 minutes (its fixed stability
+/// period): our worker, publishing its row, does not block it. Opt-in (about
+/// 12 minutes):
+/// `cargo test -p integration-tests --test interop_java -- --ignored a_2x_to_3x_migration --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long: the Java KCL waits 10 minutes of stability before flipping"]
+async fn a_2x_to_3x_migration_completes_with_our_worker_in_the_fleet() {
+    let _serial = SERIAL.lock().await;
+    let Some(java) = java_or_skip("a_2x_to_3x_migration_completes_with_our_worker_in_the_fleet")
+    else {
+        return;
+    };
+    let aws = LocalAws::start().await.expect("local AWS");
+    let dynamodb = aws.dynamodb_client();
+    let stream = four_shards_with_our_records(&aws, "migration", 1_000).await;
+    let app = unique_name("migration-app");
+    let mut java_1 = start_java_consumer(
+        &java,
+        "Kcl3Consumer",
+        aws.endpoints(),
+        &stream,
+        &app,
+        "java3-m",
+        Duration::from_secs(3),
+        &[
+            "--client-version",
+            "COMPATIBLE_WITH_2X",
+            "--metrics-ms",
+            "5000",
+        ],
+    );
+    let seen: Seen = Arc::default();
+    let mut config = consumer_config(&app, &stream, "ours-m");
+    config.fleet_interval = Duration::from_secs(5);
+    let (ours_handle, ours_task) = start_collector(aws.sdk_config(), config, &seen);
+    let started = Instant::now();
+    let client_version = || async {
+        for (table, key_name) in [
+            (app.clone(), "leaseKey"),
+            (format!("{app}-CoordinatorState"), "key"),
+        ] {
+            if let Ok(out) = dynamodb
+                .get_item()
+                .table_name(&table)
+                .key(
+                    key_name,
+                    aws_sdk_dynamodb::types::AttributeValue::S("Migration3.0".into()),
+                )
+                .consistent_read(true)
+                .send()
+                .await
+                && let Some(cv) = out
+                    .item()
+                    .and_then(|i| i.get("cv"))
+                    .and_then(|v| v.as_s().ok())
+            {
+                return Some(cv.clone());
+            }
+        }
+        None
+    };
+    let mut seen_versions = Vec::new();
+    loop {
+        let cv = client_version().await;
+        if seen_versions.last() != Some(&cv) {
+            eprintln!("{:?}: Migration3.0 cv = {cv:?}", started.elapsed());
+            seen_versions.push(cv.clone());
+        }
+        if cv.as_deref() == Some("CLIENT_VERSION_3X_WITH_ROLLBACK")
+            || cv.as_deref() == Some("CLIENT_VERSION_3X")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20 * 60),
+            "the migration did not complete: {seen_versions:?}\n{}",
+            java_1.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    eprintln!(
+        "migration to 3.x completed after {:?} with our worker in the fleet",
+        started.elapsed()
+    );
+    ours_handle.graceful().await;
+    ours_task.await.expect("ours");
+    stop_java_kcl(&mut java_1).await;
+    resources::delete_stream(&aws.kinesis_client(), &stream)
+        .await
+        .ok();
 }
 
 /// Which producer a split scenario runs.
