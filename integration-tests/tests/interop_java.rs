@@ -1530,6 +1530,97 @@ async fn wait_for_owners(
     }
 }
 
+/// Puts `per_tick` records (`kpl-<i>|` and padding, 211 keys) every 100 ms
+/// with `producer` until told to stop; the task returns how many it put,
+/// once every one is stored.
+fn keep_writing(
+    producer: &kpl::Producer,
+    stream: &str,
+    per_tick: usize,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<usize>,
+) {
+    let (stop_producing, mut stop) = tokio::sync::watch::channel(false);
+    let producer = producer.clone();
+    let stream = stream.to_owned();
+    let writer = tokio::spawn(async move {
+        let mut pending = Vec::new();
+        let mut i = 0usize;
+        while !*stop.borrow() {
+            for _ in 0..per_tick {
+                let mut data = format!("kpl-{i:06}|").into_bytes();
+                data.resize(20 + (i * 37) % 300, b'a' + (i % 26) as u8);
+                let record = kpl::UserRecord::new(stream.as_str(), format!("pk-{}", i % 211), data);
+                pending.push(producer.add_user_record(record).await.expect("accepted"));
+                i += 1;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        for result in pending {
+            result.await.expect("stored");
+        }
+        i
+    });
+    (stop_producing, writer)
+}
+
+/// Checks that each shard's deliveries (ours, and the Java processes'
+/// `record` lines), in time order, switch workers only around the shard's
+/// lease moves, and that a record delivered again is so around a move:
+/// from a little before the move was seen (the table is polled every
+/// 250 ms) to the new owner's first batches after it. Returns how many
+/// records were delivered more than once.
+fn check_deliveries(ours: &[SeenRecord], java: &[&JavaProcess], owners: &OwnerLog) -> usize {
+    let mut deliveries: BTreeMap<String, Vec<(u64, String, usize)>> = BTreeMap::new();
+    for r in ours {
+        deliveries.entry(r.shard.clone()).or_default().push((
+            r.at_millis,
+            r.worker.clone(),
+            index_of(&r.data),
+        ));
+    }
+    for process in java {
+        for l in process.lines().iter().filter(|l| l["event"] == "record") {
+            deliveries.entry(str_of(l, "shard")).or_default().push((
+                l["t"].as_u64().expect("t"),
+                str_of(l, "worker"),
+                index_of(&data_of(l)),
+            ));
+        }
+    }
+    let mut counts: HashMap<usize, u32> = HashMap::new();
+    for (shard, list) in &mut deliveries {
+        list.sort();
+        let switches = list.windows(2).filter(|w| w[0].1 != w[1].1).count() as u32;
+        let moved = owners.moves.get(shard).copied().unwrap_or(0);
+        assert!(
+            switches <= 2 * moved + 1,
+            "{shard}: deliveries switched workers {switches} times for {moved} lease moves"
+        );
+        let mut first_seen: HashMap<usize, u64> = HashMap::new();
+        for (at, _, i) in list.iter() {
+            *counts.entry(*i).or_default() += 1;
+            if first_seen.insert(*i, *at).is_some() {
+                let near_a_move = owners.move_times.get(shard).is_some_and(|times| {
+                    times
+                        .iter()
+                        .any(|moved| *at + 5_000 >= *moved && *at <= moved + 10_000)
+                });
+                assert!(
+                    near_a_move,
+                    "{shard}: record {i} delivered again at {at}, away from the lease moves {:?}",
+                    owners.move_times.get(shard)
+                );
+            }
+        }
+    }
+    counts.values().filter(|n| **n > 1).count()
+}
+
 /// Must-show 5: one Java KCL worker and one `kcl` worker share a 4-shard
 /// application: the leases balance 2/2, every record is processed, each
 /// shard by one worker at a time (apart from the window around a lease move);
@@ -1555,33 +1646,7 @@ async fn a_mixed_fleet_balances_and_fails_over() {
 
     // Records keep coming during the whole test (about 400 a second).
     let producer = common::producer(&aws, &stream);
-    let (stop_producing, mut stop) = tokio::sync::watch::channel(false);
-    let writer = {
-        let producer = producer.clone();
-        let stream = stream.clone();
-        tokio::spawn(async move {
-            let mut pending = Vec::new();
-            let mut i = 0usize;
-            while !*stop.borrow() {
-                for _ in 0..40 {
-                    let mut data = format!("kpl-{i:06}|").into_bytes();
-                    data.resize(20 + (i * 37) % 300, b'a' + (i % 26) as u8);
-                    let record =
-                        kpl::UserRecord::new(stream.as_str(), format!("pk-{}", i % 211), data);
-                    pending.push(producer.add_user_record(record).await.expect("accepted"));
-                    i += 1;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            for result in pending {
-                result.await.expect("stored");
-            }
-            i
-        })
-    };
+    let (stop_producing, writer) = keep_writing(&producer, &stream, 40);
 
     let endpoints = aws.endpoints().clone();
     let owners = Mutex::new(OwnerLog::default());
@@ -1704,60 +1769,8 @@ async fn a_mixed_fleet_balances_and_fails_over() {
 
     // One worker at a time per shard: in time order, a shard's deliveries
     // switch workers only around its lease moves.
-    let mut deliveries: BTreeMap<String, Vec<(u64, String, usize)>> = BTreeMap::new();
-    for r in &ours {
-        deliveries.entry(r.shard.clone()).or_default().push((
-            r.at_millis,
-            r.worker.clone(),
-            index_of(&r.data),
-        ));
-    }
-    for process in [&java_1, &java_2] {
-        for l in process.lines().iter().filter(|l| l["event"] == "record") {
-            deliveries.entry(str_of(l, "shard")).or_default().push((
-                l["t"].as_u64().expect("t"),
-                str_of(l, "worker"),
-                index_of(&data_of(l)),
-            ));
-        }
-    }
-    let (moves, move_times) = {
-        let log = owners.lock().expect("lock");
-        (log.moves.clone(), log.move_times.clone())
-    };
-    let mut repeated = 0;
-    let mut counts: HashMap<usize, u32> = HashMap::new();
-    for (shard, list) in &mut deliveries {
-        list.sort();
-        let switches = list.windows(2).filter(|w| w[0].1 != w[1].1).count() as u32;
-        let moved = moves.get(shard).copied().unwrap_or(0);
-        assert!(
-            switches <= 2 * moved + 1,
-            "{shard}: deliveries switched workers {switches} times for {moved} lease moves"
-        );
-        for (.., i) in list.iter() {
-            *counts.entry(*i).or_default() += 1;
-        }
-        // A record delivered again is delivered again around a move of its
-        // shard's lease: from a little before the move was seen (the table is
-        // polled every 250 ms) to the new owner's first batches after it.
-        let mut first_seen: HashMap<usize, u64> = HashMap::new();
-        for (at, _, i) in list.iter() {
-            if first_seen.insert(*i, *at).is_some() {
-                let near_a_move = move_times.get(shard).is_some_and(|times| {
-                    times
-                        .iter()
-                        .any(|moved| *at + 5_000 >= *moved && *at <= moved + 10_000)
-                });
-                assert!(
-                    near_a_move,
-                    "{shard}: record {i} delivered again at {at}, away from the lease moves {:?}",
-                    move_times.get(shard)
-                );
-            }
-        }
-    }
-    repeated += counts.values().filter(|n| **n > 1).count();
+    let moves = owners.lock().expect("lock").moves.clone();
+    let repeated = check_deliveries(&ours, &[&java_1, &java_2], &owners.lock().expect("lock"));
     eprintln!(
         "mixed fleet: {produced} records; balanced 2/2 in {balanced:?}; Java killed → ours took \
          all in {java_taken:?} (bound {ours_bound:?}); ours killed → Java took all in \
@@ -1790,32 +1803,7 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
         .expect("stream");
     let app = unique_name("kcl3-fleet-app");
     let producer = common::producer(&aws, &stream);
-    let (stop_producing, mut stop) = tokio::sync::watch::channel(false);
-    let writer = {
-        let producer = producer.clone();
-        let stream = stream.clone();
-        tokio::spawn(async move {
-            let mut pending = Vec::new();
-            let mut i = 0usize;
-            while !*stop.borrow() {
-                for _ in 0..30 {
-                    let data = format!("kpl-{i:06}|").into_bytes();
-                    let record =
-                        kpl::UserRecord::new(stream.as_str(), format!("pk-{}", i % 211), data);
-                    pending.push(producer.add_user_record(record).await.expect("accepted"));
-                    i += 1;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            for result in pending {
-                result.await.expect("stored");
-            }
-            i
-        })
-    };
+    let (stop_producing, writer) = keep_writing(&producer, &stream, 30);
     // Each worker reaches DynamoDB through a proxy of its own, which counts
     // its calls.
     let java_proxy = integration_tests::FaultProxy::start(
@@ -1982,34 +1970,8 @@ async fn a_kcl3_leader_assigns_leases_to_our_worker() {
     stop_java_kcl(&mut java_1).await;
 
     // One worker at a time per shard, apart from the moves' windows.
-    let mut deliveries: BTreeMap<String, Vec<(u64, String, usize)>> = BTreeMap::new();
-    for r in &ours {
-        deliveries.entry(r.shard.clone()).or_default().push((
-            r.at_millis,
-            r.worker.clone(),
-            index_of(&r.data),
-        ));
-    }
-    for l in java_1.lines().iter().filter(|l| l["event"] == "record") {
-        deliveries.entry(str_of(l, "shard")).or_default().push((
-            l["t"].as_u64().expect("t"),
-            str_of(l, "worker"),
-            index_of(&data_of(l)),
-        ));
-    }
     let moves = owners.lock().expect("lock").moves.clone();
-    let mut repeated = 0;
-    for (shard, list) in &mut deliveries {
-        list.sort();
-        let switches = list.windows(2).filter(|w| w[0].1 != w[1].1).count() as u32;
-        let moved = moves.get(shard).copied().unwrap_or(0);
-        assert!(
-            switches <= 2 * moved + 1,
-            "{shard}: deliveries switched workers {switches} times for {moved} lease moves"
-        );
-        let mut once = HashSet::new();
-        repeated += list.iter().filter(|(.., i)| !once.insert(*i)).count();
-    }
+    let repeated = check_deliveries(&ours, &[&java_1], &owners.lock().expect("lock"));
     eprintln!(
         "KCL 3.x fleet: {produced} records; leases assigned to ours after {assigned:?} \
          ({handed_over} graceful handoffs from the Java worker); after our graceful stop the \
