@@ -11,8 +11,8 @@ import software.amazon.kinesis.processor.ProcessorConfig;
 import software.amazon.kinesis.retrieval.RetrievalConfig;
 
 /**
- * The Java KCL 3.x {@link Scheduler} without its start-up wait on an empty lease table (a copy of
- * the kcl module's class, compiled against KCL 3.x).
+ * The Java KCL's {@link Scheduler} without its start-up wait on an empty lease table. One source
+ * (interop/java/kcl-shared), compiled against the KCL 2.x (kcl module) and 3.x (kcl3, kcl31).
  *
  * <p>A KCL worker (2.x and 3.x alike) that finds the lease table empty waits a random 1 to 30 s
  * (checking every 3 s) before it syncs shards, so that a fleet starting together does not sync
